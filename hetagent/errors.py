@@ -1,0 +1,47 @@
+"""One error family. Every error a user can cause is a HetagentError whose str() is one line they can act on.
+
+The CLI prints str(error) on stderr and exits 1, never a traceback.
+"""
+from __future__ import annotations
+
+
+class HetagentError(Exception):
+    """Base of every error a user can cause."""
+
+
+class InputError(HetagentError):
+    """Bad input in a file: says where (file, line, field) and what is wrong."""
+
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
+                 field: str | None = None):
+        self.file, self.line, self.field, self.reason = file, line, field, message
+        where = ""
+        if file:
+            where = f"{file}:{line}" if line else f"{file}"
+        parts = [p for p in (where, f"field '{field}'" if field else "") if p]
+        super().__init__(f"{': '.join(parts)}: {message}" if parts else message)
+
+
+class WorkflowError(InputError):
+    """A workflow file or builder call that does not describe a valid workflow."""
+
+
+class IRError(HetagentError):
+    """An IR module that fails verification or cannot be parsed."""
+
+
+class CatalogError(HetagentError):
+    """Unknown device, model or catalog id, or a device option that does not exist."""
+
+
+class CostModelError(HetagentError):
+    """An operator that cannot run on a device option (does not fit, precision missing, ...)."""
+
+
+class PlacementError(HetagentError):
+    """No plan exists; the message says which operator and which bound make it so."""
+
+
+def unknown_choice(what: str, given: str, choices) -> CatalogError:
+    """`unknown device 'h900'; choices: a100, h100, ...`"""
+    return CatalogError(f"unknown {what} '{given}'; choices: {', '.join(sorted(choices))}")

@@ -1,0 +1,202 @@
+"""Placement: choose per operator a device option and per device kind a count, minimizing TCO per hour
+under the SLA (docs/placement.md).
+
+    place(graphs, cost_tables, fleet=None, tco_params=None, catalog=None, *, sla_ms=None, rate=None,
+          soft_sla_penalty=None, objective="tco", time_limit_s=30, gap=1e-4, profiles=None,
+          hour_costs=None, transfer=None, with_baselines=True, ir="", inputs=None, threads=None) -> Plan
+
+graphs: one OpGraph or a list (several workflows share one fleet); cost_tables: the matching
+cost_table(s) ({op: {DeviceOption: OpCost | reason}}), or None with `profiles` (a Profiles) to use the
+profile alone; profiles given with tables override them (costmodel.profiles.apply_profiles).
+fleet: a costmodel.fleet.Fleet, a dict {"mode": buy|rent|owned, "devices": {id: cap | {max|owned: n}}},
+or None (buy anything). tco_params: passed to costmodel.tco.device_hour_cost(device, params, mode);
+hour_costs {device: {capex, power, opex, total}} overrides it. sla_ms / rate override every graph's.
+Raises PlacementError with an explanation when no plan exists.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+from hetagent.errors import PlacementError
+from hetagent.placement import milp
+from hetagent.placement.baselines import baselines as _baselines
+from hetagent.placement.explain import explain
+from hetagent.placement.plan import Baseline, Placement, Plan, format_plan
+from hetagent.placement.solve import SolveInfo, solve, solve_problem
+
+__all__ = ["place", "build_problem", "Plan", "Placement", "Baseline", "format_plan", "explain",
+           "solve", "solve_problem", "SolveInfo", "tokens_per_request"]
+
+DEFAULT_LINK_GBPS = 100.0     # scale-out link assumed when neither catalog nor profile knows the devices
+DEFAULT_LINK_MS = 0.01
+
+
+def _fleet(fleet):
+    """(mode, allowed device ids or None, caps {device: n})."""
+    if fleet is None:
+        return "buy", None, {}
+    if isinstance(fleet, dict):
+        mode, devs = fleet.get("mode", "buy"), fleet.get("devices")
+    else:
+        mode, devs = getattr(fleet, "mode", "buy"), getattr(fleet, "devices", None)
+    if devs is None:
+        return mode, None, {}
+    caps = {}
+    items = devs.items() if isinstance(devs, dict) else [(getattr(d, "id", d), d) for d in devs]
+    for d, spec in items:
+        n = spec
+        if not isinstance(spec, (int, float)) and spec is not None:
+            get = spec.get if isinstance(spec, dict) else (lambda k, s=spec: getattr(s, k, None))
+            n = next((get(k) for k in ("owned", "max", "cap", "count", "available") if get(k) is not None),
+                     None)
+        if n is not None:
+            caps[str(d)] = int(n)
+    return mode, set(str(d) for d, _ in items), caps
+
+
+def _hour_costs(devices, catalog, tco_params, mode, profiles, override):
+    out = {}
+    pc = {}
+    if profiles is not None:
+        from hetagent.costmodel.profiles import profile_hour_costs
+        pc = profile_hour_costs(profiles)
+    for d in devices:
+        if override and d in override:
+            out[d] = dict(override[d])
+        elif d in pc:
+            out[d] = pc[d]
+        elif catalog and d in catalog and tco_params is not None:
+            from hetagent.costmodel.tco import device_hour_cost
+            out[d] = dict(device_hour_cost(catalog[d], tco_params, mode))
+        else:
+            out[d] = {"capex": 0.0, "power": 0.0, "opex": 0.0, "total": 0.0}
+    return out
+
+
+def _transfer_fn(catalog, profiles):
+    from hetagent.costmodel.profiles import profile_transfer
+
+    def transfer(a, b, kind, nbytes, tokens):
+        if a == b:
+            return 0.0, 0.0
+        if profiles is not None:
+            hit = profile_transfer(profiles, a, b, kind, tokens)
+            if hit is not None:
+                return hit
+            if a in profiles.devices and b in profiles.devices and not (catalog and a in catalog):
+                return 0.0, 0.0        # profile-only devices with no transfer entry: none given
+        if catalog and a in catalog and b in catalog:
+            from hetagent.costmodel.roofline import transfer_time_s
+            return transfer_time_s(nbytes, catalog[a], catalog[b], same_node=False).total_s * 1e3, 0.0
+        return DEFAULT_LINK_MS + nbytes / (DEFAULT_LINK_GBPS / 8 * 1e9) * 1e3, 0.0
+    return transfer
+
+
+def tokens_per_request(graph) -> float:
+    """LLM tokens (prompt + generated) one request processes, weighted by executions."""
+    t = 0.0
+    for op in graph.operators:
+        if op.kind == "llm.prefill":
+            t += op.weight * float(op.attrs.get("prompt_tokens", 0) or 0)
+        elif op.kind == "llm.decode":
+            t += op.weight * float(op.attrs.get("output_tokens", 0) or 0)
+        elif op.kind == "llm.remote":
+            t += op.weight * float((op.attrs.get("prompt_tokens", 0) or 0) + (op.attrs.get("output_tokens", 0) or 0))
+    return t
+
+
+def build_problem(graphs, cost_tables, fleet=None, tco_params=None, catalog=None, *, sla_ms=None,
+                  rate=None, soft_sla_penalty=None, objective="tco", profiles=None, hour_costs=None,
+                  transfer=None) -> milp.Problem:
+    """The milp.Problem place() solves (exposed for baselines, explain, pareto and benchmarks)."""
+    graphs = [graphs] if not isinstance(graphs, (list, tuple)) else list(graphs)
+    if cost_tables is None:
+        if profiles is None:
+            raise PlacementError("no cost table and no profile: nothing prices the operators")
+        from hetagent.costmodel.profiles import profile_cost_table
+        tables = [profile_cost_table(g, profiles) for g in graphs]
+    else:
+        tables = [cost_tables] if isinstance(cost_tables, dict) else list(cost_tables)
+        if profiles is not None:
+            from hetagent.costmodel.profiles import apply_profiles
+            tables = [apply_profiles(t, g, profiles) for t, g in zip(tables, graphs)]
+    if len(tables) != len(graphs):
+        raise PlacementError(f"{len(graphs)} workflows but {len(tables)} cost tables")
+    graphs = [replace(g, sla_ms=g.sla_ms if sla_ms is None else sla_ms,
+                      rate_rps=g.rate_rps if rate is None else rate) for g in graphs]
+    if objective not in ("tco", "offline"):
+        raise PlacementError(f"unknown objective '{objective}'; choices: offline, tco")
+    mode, allowed, caps = _fleet(fleet)
+    devices = sorted({o.device for t in tables for opts in t.values() for o in opts})
+    if profiles is not None and allowed is not None:
+        allowed = allowed | (profiles.device_ids() - set(catalog or {}))
+    mem, cpus = {}, set()
+    for d in devices:
+        dev = (catalog or {}).get(d)
+        pdev = profiles.devices.get(d) if profiles is not None else None
+        m = (pdev.memory_gb if pdev and pdev.memory_gb else None) or getattr(dev, "memory_gb", None)
+        if m:
+            mem[d] = float(m)
+        if (pdev and pdev.cpu) or getattr(dev, "is_cpu", False) or d.startswith(("xeon-", "epyc-")):
+            cpus.add(d)
+    return milp.Problem(graphs, tables, _hour_costs(devices, catalog, tco_params, mode, profiles, hour_costs),
+                        caps, allowed, transfer or _transfer_fn(catalog, profiles), mem, cpus,
+                        soft_sla_penalty, objective)
+
+
+def place(graphs, cost_tables=None, fleet=None, tco_params=None, catalog=None, *, sla_ms=None, rate=None,
+          soft_sla_penalty=None, objective="tco", time_limit_s=30, gap=1e-4, profiles=None,
+          hour_costs=None, transfer=None, with_baselines=True, ir="", inputs=None, threads=None) -> Plan:
+    """Solve the placement; return the Plan or raise PlacementError saying why none exists."""
+    pb = build_problem(graphs, cost_tables, fleet, tco_params, catalog, sla_ms=sla_ms, rate=rate,
+                       soft_sla_penalty=soft_sla_penalty, objective=objective, profiles=profiles,
+                       hour_costs=hour_costs, transfer=transfer)
+    out = solve_problem(pb, None, time_limit_s, gap, threads)
+    if out.info.status == "no solution":
+        raise PlacementError(f"the solver found no plan within {time_limit_s:g} s; allow more time "
+                             "(--time-limit) or a larger gap")
+    if out.evaluation is None:
+        raise PlacementError(explain(pb, time_limit_s=min(time_limit_s, 30)))
+    bl = _baselines(pb, time_limit_s, gap) if with_baselines else []
+    given = {"sla_ms": sla_ms, "rate": rate, "soft_sla_penalty": soft_sla_penalty, "objective": objective,
+             "time_limit_s": time_limit_s, "gap": gap}
+    if profiles is not None:
+        given["profiles"] = profiles.text
+    return plan_from(pb, out, bl, ir=ir, inputs={**given, **(inputs or {})})
+
+
+def plan_from(pb: milp.Problem, out, baselines=(), ir="", inputs=None) -> Plan:
+    ev, multi = out.evaluation, len(pb.graphs) > 1
+    qual = (lambda gi, n: f"{pb.graphs[gi].workflow}/{n}") if multi else (lambda gi, n: n)
+    placements, per_stage = [], {}
+    for gi, g in enumerate(pb.graphs):
+        for op in milp.topo_order_ops(g):
+            key = (gi, op.name)
+            ms = ev.op_ms.get(key, 0.0)
+            per_stage[qual(gi, op.name)] = ms
+            o = out.choice.get(key)
+            if o is not None:
+                c = out.prep.options[gi][op.name][o]
+                placements.append(Placement(qual(gi, op.name), op.kind, o.device, o.tp, o.pp, o.batch,
+                                            ev.replicas[key], o.precision, ms, c.bound))
+            elif op.kind == milp.KV:     # the hand-off: shown on the decode side's device
+                succ = [out.choice.get((gi, s)) for s in g.successors(op.name)]
+                dev = next((s.device for s in succ if s is not None), "")
+                placements.append(Placement(qual(gi, op.name), op.kind, dev, 1, 1, 1, 0, "fp16", ms,
+                                            "network" if ms > 0 else "latency"))
+    worst = max(range(len(pb.graphs)), key=lambda i: ev.end_to_end_ms[i] / (pb.graphs[i].sla_ms or math.inf)
+                if pb.graphs[i].sla_ms else -1.0)
+    sla = pb.graphs[worst].sla_ms
+    meets = all(g.sla_ms is None or ev.end_to_end_ms[i] <= g.sla_ms + 1e-6 for i, g in enumerate(pb.graphs))
+    rph = 3600.0 * sum(g.rate_rps for g in pb.graphs)
+    tph = 3600.0 * sum(g.rate_rps * tokens_per_request(g) for g in pb.graphs)
+    per_req = ev.per_hour / rph if rph else None
+    tco = {"per_hour": ev.per_hour, "per_million_tokens": ev.per_hour / tph * 1e6 if tph else None,
+           "per_request": per_req, "per_thousand_requests": per_req * 1000 if per_req is not None else None,
+           "breakdown": ev.breakdown}
+    predicted = {"end_to_end_ms": ev.end_to_end_ms[worst], "per_stage_ms": per_stage, "sla_ms": sla,
+                 "meets_sla": meets}
+    fleet = {d: n for d, n in sorted(ev.counts.items()) if n > 0}
+    return Plan([g.workflow for g in pb.graphs], fleet, placements, predicted, tco, list(baselines),
+                out.info.to_json(), ir, dict(inputs or {}))
