@@ -87,7 +87,18 @@ class _Scope:
         return op.results[0] if op.results else None
 
     def operands(self, node) -> list[SSAValue]:
-        return [self.values[r] for r in node.inputs] if node.inputs else list(self.entry)
+        values = [self.values[r] for r in node.inputs] if node.inputs else list(self.entry)
+        return self.homogeneous(values, node.id)
+
+    def homogeneous(self, values: list[SSAValue], name: str) -> list[SSAValue]:
+        """Operands of one op share one type (upstream IRDL unifies variadic operands): values of
+        differing types are first cast, each by a one-operand agent.join, to the joined type."""
+        if len({v.type for v in values}) <= 1:
+            return values
+        common = _joined_type(values)
+        return [v if v.type == common else
+                self.add(d.make("agent.join", f"{name}.in{i}", [v], common))
+                for i, v in enumerate(values)]
 
     def in_tokens(self, node) -> int:
         total = 0
@@ -168,13 +179,13 @@ class _Scope:
             self.block.add_op(call)
             if len(call.results) == 1:
                 return call.results[0]
-            return self.add(d.make("agent.join", f"{n.id}.out", list(call.results),
-                                   _joined_type(list(call.results))))
+            results = self.homogeneous(list(call.results), f"{n.id}.out")
+            return self.add(d.make("agent.join", f"{n.id}.out", results, _joined_type(results)))
         raise AssertionError(f"unhandled node kind {n.kind}")
 
     def nested(self, block: Block, entry: list[SSAValue], nodes: list, node_id: str) -> SSAValue:
         scope = _Scope(self.mb, block, self.values, entry)
-        outs = scope.emit(nodes)
+        outs = scope.homogeneous(scope.emit(nodes), f"{node_id}.exit")
         joined = scope.add(d.make("agent.join", f"{node_id}.exit", outs, _joined_type(outs)))
         block.add_op(scf.YieldOp(joined))
         return joined
@@ -209,8 +220,13 @@ class _Scope:
         result_type = _joined_type_of(types)
         for region in regions:  # every arm yields the same (size-varying) type
             yield_op = region.block.last_op
-            joined = yield_op.operands[0].owner
-            joined.results[0].type = result_type
+            old = yield_op.operands[0].owner
+            if old.results[0].type != result_type:
+                new = d.make("agent.join", old.attributes["node"].data, list(old.operands), result_type)
+                region.block.insert_op_before(new, old)
+                old.results[0].replace_all_uses_with(new.results[0])
+                old.detach()
+                old.erase()
         cases = DenseArrayBase.from_list(i64, list(range(len(n.arms) - 1)))
         switch = scf.IndexSwitchOp(choose, cases, regions[-1], regions[:-1], [result_type])
         switch.attributes["node"] = StringAttr(n.id)

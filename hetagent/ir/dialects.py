@@ -194,6 +194,9 @@ _IRDL_BASE = {S: '"#builtin.string"', I: '"#builtin.integer"', F: '"#builtin.flo
 
 
 def _verify_sizes(self) -> None:
+    if len({v.type for v in self.operands}) > 1:
+        raise VerifyException(f"{self.name} '{self.node.data}': operands must share one type "
+                              "(cast with agent.join)")
     for key, kind in OPS[self.name][0].items():
         if kind in (I, F) and self.attributes[key].value.data < 0:
             raise VerifyException(f"{self.name} '{self.node.data}': {key} must be >= 0, "

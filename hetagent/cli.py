@@ -1,0 +1,136 @@
+"""The `hetagent` command line: a thin layer over hetagent.api.
+
+Rules every command keeps: `--json` prints exactly one compact JSON document on one line of stdout and
+nothing else; logs go to stderr; a user's error exits 1 with one line on stderr and writes nothing;
+usage errors exit 2. `-o FILE` writes atomically (a temporary file renamed into place).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from hetagent.errors import HetagentError
+
+
+def write_output(path: str, text: str | bytes) -> None:
+    """Write all or nothing: a temporary file beside the target, renamed over it."""
+    target = Path(path)
+    if target.parent and not target.parent.exists():
+        raise HetagentError(f"{path}: directory {target.parent} does not exist")
+    data = text.encode() if isinstance(text, str) else text
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def print_json(doc) -> None:
+    sys.stdout.write(json.dumps(doc, separators=(",", ":"), default=str) + "\n")
+
+
+def _self_host(pairs: list[str] | None) -> dict[str, str]:
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise HetagentError(f"--self-host '{pair}': expected HOSTED_MODEL=MODEL_ID, "
+                                "e.g. gpt-4o=llama-3-70b")
+        k, v = pair.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+# ---- commands ------------------------------------------------------------------------------------
+
+def cmd_compile(args) -> None:
+    from hetagent import api
+    wf = api.load(args.workflow, self_host=_self_host(args.self_host))
+    text = api.to_mlir(api.compile(wf, passes=args.passes), generic=args.generic)
+    if args.output:
+        write_output(args.output, text)
+    else:
+        sys.stdout.write(text)
+
+
+def cmd_schema(args) -> None:
+    from hetagent.workflow.model import json_schema
+    text = json.dumps(json_schema(), indent=2) + "\n"
+    if args.output:
+        write_output(args.output, text)
+    else:
+        sys.stdout.write(text)
+
+
+def cmd_import(args) -> None:
+    from hetagent.workflow import dify
+    text = dify.to_yaml(args.app, self_host=_self_host(args.self_host))
+    if args.output:
+        write_output(args.output, text)
+    else:
+        sys.stdout.write(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from hetagent.passes.registry import DEFAULT_PIPELINE
+    p = argparse.ArgumentParser(prog="hetagent", description=(
+        "Compile AI agent workflows onto heterogeneous hardware: IR, cost model, TCO-minimizing "
+        "placement, runtime."))
+    p.add_argument("--config-dir", help="configuration folder (default: the packaged configs/)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    c = sub.add_parser("compile", help="workflow (YAML or Dify export) -> MLIR")
+    c.add_argument("workflow", help="workflow file (.yaml, or a Dify export .yml/.json)")
+    c.add_argument("-o", "--output", help="write the MLIR here instead of stdout")
+    c.add_argument("--passes", default=DEFAULT_PIPELINE,
+                   help=f"pass pipeline, MLIR syntax (default: {DEFAULT_PIPELINE})")
+    c.add_argument("--generic", action="store_true", help="print MLIR in generic form")
+    c.add_argument("--self-host", action="append", metavar="MODEL=ID",
+                   help="Dify: replace a hosted model by a model card id (repeatable)")
+    c.set_defaults(func=cmd_compile)
+
+    s = sub.add_parser("schema", help="print the workflow JSON Schema")
+    s.add_argument("-o", "--output")
+    s.set_defaults(func=cmd_schema)
+
+    i = sub.add_parser("import", help="convert another format to hetagent YAML")
+    i.add_argument("format", choices=["dify"])
+    i.add_argument("app", help="the Dify export (.yml or .json)")
+    i.add_argument("-o", "--output")
+    i.add_argument("--self-host", action="append", metavar="MODEL=ID")
+    i.set_defaults(func=cmd_import)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.config_dir:
+        os.environ["HETAGENT_CONFIG_DIR"] = args.config_dir
+    try:
+        args.func(args)
+    except HetagentError as e:
+        print(f"hetagent: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("hetagent: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as e:  # a bug, not the user's fault: still one line, details on request
+        if os.environ.get("HETAGENT_DEBUG"):
+            raise
+        print(f"hetagent: internal error: {type(e).__name__}: {e} (HETAGENT_DEBUG=1 shows the "
+              f"traceback; please report it)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
