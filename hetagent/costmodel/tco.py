@@ -1,0 +1,142 @@
+"""Total cost of ownership per device-hour, and conversions to $ per token and per request.
+
+buy:   capex/h = annuity payment per year / 8760, annuity = price * r / (1 - (1 + r)^-n) (price / n if r = 0)
+       power/h = tdp_kW * utilization * pue * $/kWh
+       opex/h  = (other_opex_fraction_of_capex_per_year * price + other_opex_usd_per_device_year) / 8760
+owned: as buy with capex = 0 (sunk).
+rent:  the rental price per hour (it already includes power and facility), reported as opex.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hetagent.configs import config_dir as _config_dir
+from hetagent.costmodel.devices import Device, Where, is_number, read_yaml
+from hetagent.errors import CostModelError, unknown_choice
+
+HOURS_PER_YEAR = 8760.0
+MODES = ("buy", "rent", "owned")
+_FIELDS = ("amortization_years", "interest_rate", "electricity_usd_per_kwh", "pue", "utilization",
+           "other_opex_fraction_of_capex_per_year", "other_opex_usd_per_device_year")
+
+
+@dataclass(frozen=True)
+class TcoParams:
+    name: str = "default"
+    mode: str = "buy"
+    amortization_years: float = 4.0
+    interest_rate: float = 0.08
+    electricity_usd_per_kwh: float = 0.40
+    pue: float = 1.0
+    utilization: float = 1.0
+    other_opex_fraction_of_capex_per_year: float = 0.0
+    other_opex_usd_per_device_year: float = 0.0
+    why: dict[str, str] = field(default_factory=dict, compare=False)
+    path: str | None = field(default=None, compare=False)
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "mode": self.mode, **{k: getattr(self, k) for k in _FIELDS}}
+
+
+def load_tco(name_or_path: str | Path = "default", config_dir=None) -> TcoParams:
+    """A TCO config by name (configs/tco/<name>.yaml) or by path."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.is_file():
+        path = p
+    else:
+        path = _config_dir(config_dir) / "tco" / f"{name_or_path}.yaml"
+        if not path.is_file():
+            folder = path.parent
+            raise unknown_choice("tco config", str(name_or_path), sorted(q.stem for q in folder.glob("*.yaml")))
+    data, lines = read_yaml(path)
+    where = Where(path, lines)
+    if not isinstance(data, dict):
+        raise where.error("", "a TCO config must be a mapping")
+    allowed = {"name", "mode", *_FIELDS}
+    for k in data:
+        if k not in allowed:
+            raise where.error(str(k), f"unknown field; allowed: {', '.join(sorted(allowed))}")
+    mode = data.get("mode", "buy")
+    if mode not in MODES:
+        raise where.error("mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
+    values, why = {}, {}
+    for k in _FIELDS:
+        if k not in data:
+            if k == "other_opex_usd_per_device_year" or k == "other_opex_fraction_of_capex_per_year":
+                values[k] = 0.0
+                continue
+            raise where.error("", f"missing required field '{k}'")
+        raw = data[k]
+        if isinstance(raw, dict):
+            if "value" not in raw or not (raw.get("why") or raw.get("source")):
+                raise where.error(k, "expected {value, why} (say why this value was chosen)")
+            why[k] = raw.get("why") or raw.get("source")
+            raw = raw["value"]
+        if not is_number(raw) or raw < 0:
+            raise where.error(k, f"must be a non-negative number, got {raw!r}")
+        values[k] = float(raw)
+    if values["amortization_years"] <= 0:
+        raise where.error("amortization_years", "must be positive")
+    if values["pue"] < 1:
+        raise where.error("pue", f"must be at least 1.0, got {values['pue']}")
+    if values["utilization"] > 1:
+        raise where.error("utilization", f"must be between 0 and 1, got {values['utilization']}")
+    return TcoParams(name=str(data.get("name", path.stem)), mode=mode, why=why, path=str(path), **values)
+
+
+def annuity_per_year(price: float, rate: float, years: float) -> float:
+    """Yearly payment that repays `price` over `years` at interest `rate`."""
+    if rate == 0:
+        return price / years
+    return price * rate / (1.0 - (1.0 + rate) ** -years)
+
+
+def device_hour_cost(device: Device, params: TcoParams, mode: str | None = None) -> dict[str, float]:
+    """{"capex", "power", "opex", "total"} in $ per device-hour (rent: the rental price, as opex)."""
+    mode = mode or params.mode
+    if mode not in MODES:
+        raise unknown_choice("cost mode", mode, MODES)
+    if mode == "rent":
+        if device.rent_usd_per_hour is None:
+            raise CostModelError(f"device '{device.id}' has no rental price (rent_usd_per_hour is null"
+                                 f"{' in ' + device.path if device.path else ''}); buy it or pick another device")
+        r = float(device.rent_usd_per_hour)
+        return {"capex": 0.0, "power": 0.0, "opex": r, "total": r}
+    price = device.price_usd
+    if mode == "buy" and price is None:
+        raise CostModelError(f"device '{device.id}' has no purchase price (price_usd is null"
+                             f"{' in ' + device.path if device.path else ''}); rent it or pick another device")
+    if device.tdp_w is None:
+        raise CostModelError(f"device '{device.id}' has no TDP (tdp_w is null); power cannot be priced")
+    capex = 0.0 if mode == "owned" else annuity_per_year(price, params.interest_rate,
+                                                         params.amortization_years) / HOURS_PER_YEAR
+    power = device.tdp_w / 1000.0 * params.utilization * params.pue * params.electricity_usd_per_kwh
+    opex = (params.other_opex_fraction_of_capex_per_year * (price or 0.0)
+            + params.other_opex_usd_per_device_year) / HOURS_PER_YEAR
+    return {"capex": capex, "power": power, "opex": opex, "total": capex + power + opex}
+
+
+def per_million_tokens(usd_per_hour: float, tokens_per_second: float) -> float:
+    """$ per 1e6 tokens when `usd_per_hour` buys `tokens_per_second` of sustained throughput."""
+    if tokens_per_second <= 0:
+        raise CostModelError("tokens_per_second must be positive to price per token")
+    return usd_per_hour / (tokens_per_second * 3600.0) * 1e6
+
+
+def per_request(usd_per_hour: float, requests_per_second: float) -> float:
+    if requests_per_second <= 0:
+        raise CostModelError("requests_per_second must be positive to price per request")
+    return usd_per_hour / (requests_per_second * 3600.0)
+
+
+def per_thousand_requests(usd_per_hour: float, requests_per_second: float) -> float:
+    return 1000.0 * per_request(usd_per_hour, requests_per_second)
+
+
+def unit_costs(usd_per_hour: float, requests_per_second: float, tokens_per_request: float) -> dict[str, float]:
+    """plan.json's tco block: per_hour, per_million_tokens, per_request, per_thousand_requests."""
+    return {"per_hour": usd_per_hour,
+            "per_million_tokens": per_million_tokens(usd_per_hour, requests_per_second * tokens_per_request),
+            "per_request": per_request(usd_per_hour, requests_per_second),
+            "per_thousand_requests": per_thousand_requests(usd_per_hour, requests_per_second)}
