@@ -77,6 +77,46 @@ def cmd_import(args) -> None:
         sys.stdout.write(text)
 
 
+def cmd_devices(args) -> None:
+    from hetagent.costmodel import devices
+    if args.json:
+        print_json(devices.devices_json(args.catalog))
+    else:
+        sys.stdout.write(devices.format_devices_table(args.catalog).rstrip("\n") + "\n")
+
+
+def cmd_estimate(args) -> None:
+    from hetagent import api
+    from hetagent.costmodel.estimate import format_estimate
+    d = api.estimate(args.model, args.device, args.op, tokens=args.tokens, batch=args.batch,
+                     context=args.context, tp=args.tp, pp=args.pp, precision=args.precision,
+                     catalog=args.catalog)
+    if args.json:
+        print_json(d)
+    else:
+        sys.stdout.write(format_estimate(d) + "\n")
+
+
+def cmd_cost(args) -> None:
+    from hetagent import api
+    devices = [x for d in args.devices or [] for x in d.split(",") if x]
+    d = api.cost(args.workflow, devices or None, args.catalog)
+    if args.json:
+        print_json(d)
+        return
+    devs = sorted({dev for row in d["operators"] for dev in row["devices"]})
+    width = max(len(r["operator"]) for r in d["operators"]) + 2
+    lines = [f"{d['workflow']}: best latency (ms) of each operator per device; '-' = cannot run "
+             f"(catalog {d['catalog']})", "operator".ljust(width) + "".join(x[:9].rjust(10) for x in devs)]
+    for row in d["operators"]:
+        cells = []
+        for dev in devs:
+            c = row["devices"].get(dev)
+            cells.append("-" if c is None or "infeasible" in c else f"{c['latency_ms']:.4g}")
+        lines.append(row["operator"].ljust(width) + "".join(x.rjust(10) for x in cells))
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from hetagent.passes.registry import DEFAULT_PIPELINE
     p = argparse.ArgumentParser(prog="hetagent", description=(
@@ -105,6 +145,32 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("-o", "--output")
     i.add_argument("--self-host", action="append", metavar="MODEL=ID")
     i.set_defaults(func=cmd_import)
+
+    dv = sub.add_parser("devices", help="the device catalog with cost-efficiency figures")
+    dv.add_argument("--catalog", default="default", help="catalog variant (default, paper-2025)")
+    dv.add_argument("--json", action="store_true", help="one line of JSON on stdout")
+    dv.set_defaults(func=cmd_devices)
+
+    e = sub.add_parser("estimate", help="latency, throughput, memory and bound of one LLM phase")
+    e.add_argument("--model", required=True, help="model id, e.g. llama-3-8b")
+    e.add_argument("--device", required=True, help="device id, e.g. h100")
+    e.add_argument("--op", required=True, choices=["prefill", "decode"])
+    e.add_argument("--tokens", type=int, help="prefill: prompt tokens; decode: steps (default 1)")
+    e.add_argument("--batch", type=int, default=1)
+    e.add_argument("--context", type=int, help="decode: context length in tokens")
+    e.add_argument("--tp", type=int, default=1)
+    e.add_argument("--pp", type=int, default=1)
+    e.add_argument("--precision", default="fp16")
+    e.add_argument("--catalog", default="default")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_estimate)
+
+    co = sub.add_parser("cost", help="every operator of a workflow on every device")
+    co.add_argument("workflow", help="workflow file or compiled .mlir")
+    co.add_argument("--devices", action="append", help="device ids (comma-separated or repeated)")
+    co.add_argument("--catalog", default="default")
+    co.add_argument("--json", action="store_true")
+    co.set_defaults(func=cmd_cost)
     return p
 
 

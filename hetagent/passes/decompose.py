@@ -38,7 +38,7 @@ def _chain(rewriter: PatternRewriter, op, stages) -> None:
         o = d.make(name, f"{node}.{suffix}", prev, rtype, **attrs)
         new.append(o)
         prev = [o.results[0]]
-    rewriter.replace_op(op, new, [new[-1].results[0]])
+    rewriter.replace(op, new, [new[-1].results[0]])
 
 
 class DecomposeLLM(RewritePattern):

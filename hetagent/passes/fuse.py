@@ -48,7 +48,7 @@ class FuseCpuChain(RewritePattern):
         for k in _CARRIED:
             if k in consumer.attributes:
                 fused.attributes[k] = consumer.attributes[k]
-        rewriter.replace_op(consumer, fused)
+        rewriter.replace(consumer, fused)
         rewriter.erase_op(producer)
 
 

@@ -62,7 +62,7 @@ def _first_error(e: ValidationError, located: safeyaml.Located) -> WorkflowError
     err = e.errors(include_url=False)[0]
     path = _data_path(located.data, err["loc"])
     if err["type"] == "union_tag_invalid":
-        msg = f"unknown node kind '{err['input']}'; kinds: {', '.join(NODE_KINDS)}"
+        msg = f"unknown node kind '{err['ctx']['tag']}'; kinds: {', '.join(NODE_KINDS)}"
         path = path + ("kind",)
     elif err["type"] == "union_tag_not_found":
         msg = f"missing `kind`; kinds: {', '.join(NODE_KINDS)}"

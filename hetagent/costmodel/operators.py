@@ -1,0 +1,426 @@
+"""Price every operator kind of hetagent/ir/opgraph.py on every device option.
+
+`options_for(op, device, model)` lists the device options worth pricing; `cost(op, option, catalog)` prices one;
+`cost_table(graph, catalog, devices)` prices them all (a string where an option is infeasible, saying why).
+
+Where each kind may run (decided by kind):
+- GPUs and accelerators: llm.*, expert.*, comm.allreduce, speech.frontend/encode/decode/synthesize, embed.encode,
+  memory.vector_search, memory.rerank (all are tensor work).
+- CPUs: all of the above for models that fit (tp = pp = 1), plus the CPU-only kinds: speech.phonemize (text
+  rules), memory.load / memory.store (a database round trip), tool.lookup, tool.compute, compute.code.
+- llm.remote runs on no local device: it is priced on every device with the network latency and $ per token
+  of its provider (attrs `latency_ms`, `price_per_input_token`, `price_per_output_token`, else the defaults below).
+- llm.kv_transfer is priced on the sending device (its NIC); placement adds edge transfers with
+  roofline.transfer_time_s between the actual pair.
+Power: TDP x utilization by bound (POWER_UTILIZATION). Throughput: batch / latency per replica (x pp for LLM
+kinds: pp micro-batches in flight), or parallel executions / latency for single-request CPU kinds.
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+from hetagent.costmodel import calibration as cal
+from hetagent.costmodel import roofline as rl
+from hetagent.costmodel.types import DeviceOption, OpCost
+from hetagent.errors import CatalogError, CostModelError, HetagentError
+
+# Average draw as a fraction of TDP by what bounds the operator. Assumption, not fitted: Splitwise (Patel et al.,
+# ISCA'24) measured prompt phases near TDP and token phases well below it on A100/H100.
+POWER_UTILIZATION = {"compute": 0.9, "memory": 0.65, "network": 0.45, "latency": 0.35}
+BATCH_GRID = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+MAX_PP = 4
+LLM_KINDS = {"llm.prefill", "llm.decode", "llm.kv_transfer"}
+MOE_KINDS = {"expert.gate", "expert.tp_prefill", "expert.merge", "comm.allreduce", "expert.tp_decode"}
+TENSOR_KINDS = {"speech.frontend", "speech.encode", "speech.decode", "speech.synthesize", "embed.encode",
+                "memory.vector_search", "memory.rerank"}
+CPU_ONLY_KINDS = {"speech.phonemize", "memory.load", "memory.store", "tool.lookup", "tool.compute", "compute.code"}
+BATCHED_KINDS = LLM_KINDS | MOE_KINDS | {"speech.encode", "speech.decode", "speech.synthesize", "embed.encode",
+                                          "memory.rerank"}
+ALL_KINDS = LLM_KINDS | MOE_KINDS | TENSOR_KINDS | CPU_ONLY_KINDS | {"llm.remote"}
+# Documented defaults (not fitted) for what no model card or calibration gives:
+REMOTE_DEFAULTS = {"latency_ms": 300.0, "ms_per_output_token": 20.0,
+                   "price_per_input_token": 0.15e-6, "price_per_output_token": 0.6e-6}
+DB_ROUND_TRIP_MS = 1.0            # memory.load / memory.store: one local key-value / SQL round trip
+TOOL_CONCURRENCY = 64             # tool.lookup waits on the network: concurrent calls per CPU device
+SPEECH_DEFAULT_PARAMS = {"speech.frontend": 0.0, "speech.synthesize": 20e6, "speech.phonemize": 0.0}
+WHISPER_FRAMES_PER_30S = 1500     # encoder positions per 30 s window (Whisper pads every window to 30 s)
+TTS_FRAMES_PER_SECOND = 86        # 22050 Hz / hop 256 (Piper / VITS)
+FIXED_MS = {"cpu": 1.0, "gpu": 0.05}   # launch / dispatch floor of a non-LLM tensor operator
+
+
+# --------------------------------------------------------------------------------------------------- helpers
+def _catalog(catalog):
+    return catalog if isinstance(catalog, dict) else _load_catalog(catalog)
+
+
+@lru_cache(maxsize=8)
+def _load_catalog(name):
+    from hetagent.costmodel.devices import load_catalog
+    return load_catalog(name)
+
+
+def _device(device_id, catalog):
+    cat = _catalog(catalog)
+    if device_id not in cat:
+        from hetagent.errors import unknown_choice
+        raise unknown_choice("device", device_id, cat)
+    return cat[device_id]
+
+
+@lru_cache(maxsize=64)
+def _model(model_id):
+    if model_id is None:
+        return None
+    from hetagent.costmodel.models import load_model
+    return load_model(model_id)
+
+
+def _model_or_none(model_id):
+    try:
+        return _model(model_id)
+    except (CatalogError, HetagentError, FileNotFoundError):
+        return None
+
+
+def _is_cpu(device) -> bool:
+    return getattr(device, "kind", "gpu") == "cpu"
+
+
+def device_precisions(device, model=None) -> list[str]:
+    """Precisions the device has a rate for and the model supports (model.precisions; none: fp16/bf16/fp32)."""
+    have = [p for p, v in (device.peak_tflops or {}).items() if v]
+    allowed = list(getattr(model, "precisions", None) or ("fp16", "bf16", "fp32"))
+    out = [p for p in allowed if p in have]
+    if _is_cpu(device) and not out and "fp32" in have:
+        out = ["fp32"]
+    return out
+
+
+def _power(device, bound: str, n_devices: int = 1) -> float:
+    return float(device.tdp_w or 0.0) * POWER_UTILIZATION[bound]
+
+
+# --------------------------------------------------------------------------------------------------- options
+def options_for(op, device, model=None) -> list[DeviceOption]:
+    """Device options worth pricing for the operator on this device (empty when the kind cannot run there)."""
+    kind = op.kind
+    if kind not in ALL_KINDS:
+        raise CostModelError(f"operator '{op.name}': unknown kind '{kind}'; choices: {', '.join(sorted(ALL_KINDS))}")
+    cpu = _is_cpu(device)
+    if kind in CPU_ONLY_KINDS:
+        return [DeviceOption(device.id, precision="fp32")] if cpu else []
+    if model is None and op.attrs.get("model"):
+        model = _model_or_none(op.attrs["model"])
+    precs = device_precisions(device, model)
+    if kind == "llm.remote":
+        return [DeviceOption(device.id, precision=precs[0] if precs else "fp32")]
+    if not precs:
+        return []
+    if kind in TENSOR_KINDS:
+        batches = [1] if kind not in BATCHED_KINDS else [b for b in BATCH_GRID if b <= 32]
+        return [DeviceOption(device.id, batch=b, precision=p) for p in precs for b in batches]
+    # LLM and MoE kinds: TP x PP x batch x precision, pruned by memory.
+    if model is None:
+        return []
+    per_node = 1 if cpu else int(device.devices_per_node or 1)
+    tps = [t for t in (1, 2, 4, 8, 16) if t <= per_node and t <= model.heads and model.heads % t == 0]
+    pps = [1] if cpu else [p for p in range(1, MAX_PP + 1) if model.layers % p == 0 and p in (1, 2, 4)]
+    out = []
+    for p in precs:
+        for t in tps:
+            for q in pps:
+                for b in BATCH_GRID:
+                    o = DeviceOption(device.id, t, q, b, p)
+                    if kind == "llm.kv_transfer" and (t, q) != (1, 1):
+                        continue
+                    try:
+                        _llm_memory(op, o, model, device)
+                    except CostModelError:
+                        break            # larger batches do not fit either
+                    out.append(o)
+                    if kind == "llm.kv_transfer":
+                        break
+    return out
+
+
+# --------------------------------------------------------------------------------------------------- pricing
+def cost(op, option: DeviceOption, catalog="default") -> OpCost:
+    """Price one execution of the operator on a device option; raises CostModelError when it cannot run."""
+    device = _device(option.device, catalog)
+    kind = op.kind
+    if kind not in ALL_KINDS:
+        raise CostModelError(f"operator '{op.name}': unknown kind '{kind}'; choices: {', '.join(sorted(ALL_KINDS))}")
+    if kind in CPU_ONLY_KINDS and not _is_cpu(device):
+        raise CostModelError(f"operator '{op.name}' ({kind}) runs on CPUs only; '{device.id}' is a {device.kind}")
+    if kind == "llm.remote":
+        return _remote(op, option, device)
+    if kind in LLM_KINDS or kind in MOE_KINDS:
+        return _llm(op, option, device)
+    if kind in CPU_ONLY_KINDS:
+        return _cpu_only(op, option, device)
+    return _tensor(op, option, device)
+
+
+def _llm_memory(op, o, model, device):
+    a = op.attrs
+    prompt = int(a.get("prompt_tokens", a.get("tokens", 1)) or 1)
+    out = int(a.get("output_tokens", 0) or 0)
+    phase = a.get("phase")
+    is_prefill = op.kind in ("llm.prefill", "llm.kv_transfer") or phase == "prefill"
+    in_flight = o.batch * (prompt if is_prefill else 1)
+    mem = rl.memory_gb(model, device, o.precision, o.tp, o.pp, o.batch, in_flight, prompt + out)
+    rl.check_fits(model, device, o.label(), mem)
+    return mem
+
+
+def _llm(op, o, device) -> OpCost:
+    a = op.attrs
+    model = _model(a.get("model"))
+    if o.tp > int(device.devices_per_node or 1) and not _is_cpu(device):
+        raise CostModelError(f"tp {o.tp} exceeds {device.id}'s {device.devices_per_node} devices per node")
+    if o.precision not in device_precisions(device, model):
+        raise CostModelError(f"{model.id} on {device.id}: precision '{o.precision}' not available; choices: "
+                             f"{', '.join(device_precisions(device, model)) or 'none'}")
+    mem = _llm_memory(op, o, model, device)
+    prompt = int(a.get("prompt_tokens", a.get("tokens", 1)) or 1)
+    out = int(a.get("output_tokens", 1) or 1)
+    if _is_cpu(device) and op.kind in LLM_KINDS:
+        attrs = dict(a, kv_bytes=a.get("kv_bytes") or model.kv_bytes_per_token(o.precision) * prompt)
+        secs, info = _calibrated_seconds(op.kind, attrs, device, context=prompt + out / 2)
+        if secs is not None:      # llama.cpp on the CPU serves one sequence at a time: batch x the time
+            lat = secs * o.batch
+            bound = "memory" if op.kind != "llm.prefill" else "compute"
+            d = dict(info, memory={k: round(v, 3) for k, v in mem.items()})
+            if op.kind == "llm.decode":
+                d["tbt_ms"] = lat * 1e3 / out
+            if op.kind == "llm.prefill":
+                d["ttft_ms"] = lat * 1e3
+            return OpCost(lat * 1e3, o.batch / lat, mem["total_gb"], _power(device, bound), bound, detail=d)
+    _, psrc = rl.device_params(device)
+    detail = {"calibration": psrc, "memory": {k: round(v, 3) for k, v in mem.items()}}
+    kind = op.kind
+    if kind == "llm.kv_transfer":
+        nbytes = float(a.get("kv_bytes") or model.kv_bytes_per_token(o.precision) * int(a.get("tokens", prompt)))
+        s = rl.transfer_time_s(nbytes * o.batch, device, device, same_node=False)
+        same = rl.transfer_time_s(nbytes * o.batch, device, device, same_node=True)
+        detail.update(bytes=nbytes * o.batch, same_node_ms=same.total_s * 1e3, link="scaleout")
+        return _opcost(s, o, device, mem["total_gb"], detail, o.batch)
+    phase = "prefill" if kind in ("llm.prefill", "expert.tp_prefill") else a.get("phase", "decode")
+    if kind in ("llm.prefill", "llm.decode", "expert.tp_prefill", "expert.tp_decode") or phase in ("prefill", "decode"):
+        if phase == "prefill":
+            whole = rl.prefill(model, device, o.precision, o.tp, o.pp, o.batch, prompt)
+            step, steps = whole, 1
+            detail["ttft_ms"] = whole.total_s * 1e3
+        else:
+            whole, step = rl.decode(model, device, o.precision, o.tp, o.pp, o.batch, prompt, out)
+            steps = out
+            detail["tbt_ms"] = step.total_s * 1e3
+    if kind in MOE_KINDS:
+        whole = _moe_part(kind, whole)
+    detail["parts_ms"] = whole.parts_ms()
+    detail.update(flops=whole.flops, bytes=whole.bytes, steps=steps)
+    return _opcost(whole, o, device, mem["total_gb"], detail, o.batch * o.pp,
+                   "network" if kind == "comm.allreduce" else None)
+
+
+def _moe_part(kind, whole: rl.StepCost) -> rl.StepCost:
+    """The share of a MoE forward each decomposed operator stands for; together they sum to the whole."""
+    keep = {"expert.gate": {"gate"}, "expert.merge": {"merge"}, "comm.allreduce": {"allreduce"}}.get(kind)
+    if keep is None:        # expert.tp_prefill / expert.tp_decode: everything else
+        keep = set(whole.parts) - {"gate", "merge", "allreduce"}
+    part = rl.StepCost()
+    for k in keep & set(whole.parts):
+        part.add(whole.parts[k], name=k)
+    return part
+
+
+def _opcost(s: rl.StepCost, o, device, mem_gb, detail, concurrent, bound=None) -> OpCost:
+    lat_ms = max(s.total_s * 1e3, 1e-6)
+    bound = bound or (s.bound if s.total_s > 0 else "latency")
+    return OpCost(latency_ms=lat_ms, throughput_rps=concurrent * 1e3 / lat_ms, memory_gb=mem_gb,
+                  power_w=_power(device, bound), bound=bound, detail=detail)
+
+
+def _remote(op, o, device) -> OpCost:
+    a = op.attrs
+    pin, pout = int(a.get("prompt_tokens", 0) or 0), int(a.get("output_tokens", 0) or 0)
+    lat = float(a.get("latency_ms", REMOTE_DEFAULTS["latency_ms"])) + pout * float(
+        a.get("ms_per_output_token", REMOTE_DEFAULTS["ms_per_output_token"]))
+    price = pin * float(a.get("price_per_input_token", REMOTE_DEFAULTS["price_per_input_token"])) + pout * float(
+        a.get("price_per_output_token", REMOTE_DEFAULTS["price_per_output_token"]))
+    return OpCost(latency_ms=lat, throughput_rps=TOOL_CONCURRENCY * 1e3 / lat, memory_gb=0.0,
+                  power_w=_power(device, "latency") * 0.05, bound="network", price_per_execution=price,
+                  detail={"provider": a.get("provider"), "defaults_used": [k for k in REMOTE_DEFAULTS if k not in a]})
+
+
+# ---------------------------------------------------------------------------------------- CPU calibration
+def _model_matches(entry_model, op_model) -> bool:
+    """cpu_calibration names the artefact it ran ('whisper-tiny.en', 'piper-en_US-joe-medium'); our ids are shorter.
+    Match when every dash-separated word of our id occurs in the entry's name (case and _/- insensitive)."""
+    if not entry_model or not op_model:
+        return not op_model
+    e = entry_model.lower().replace("_", "-")
+    return all(w in e for w in op_model.lower().replace("_", "-").split("-"))
+
+
+def _calibrated_seconds(kind, attrs, device, context=None):
+    """Seconds from cpu_calibration.json (fixed_seconds + seconds_per_unit x units) for this kind and model, scaled
+    to the device: compute-bound entries by host peak GFLOP/s over the device's fp32 peak, memory-bound ones by
+    the host's measured bandwidth over the device's bandwidth x CPU_DEFAULTS eff_memory. None when not measured.
+    Compute-bound entries scale per core: one execution keeps the host's thread count."""
+    c = cal.load_cpu_calibration()
+    e = ((c or {}).get("operators") or {}).get(kind)
+    if not e or not _model_matches(e.get("model"), attrs.get("model")):
+        return None, None
+    unit = e.get("unit", "")
+    n = {"audio_second": attrs.get("audio_seconds"), "token": attrs.get("tokens"), "text": attrs.get("texts"),
+         "output_token": attrs.get("output_tokens"), "prompt_token": attrs.get("prompt_tokens"),
+         "text_token": attrs.get("text_tokens"), "kv_byte": attrs.get("kv_bytes"), "byte": attrs.get("bytes"),
+         "stored_float": float(attrs.get("index_size", 0) or 0) * float(attrs.get("dims", 0) or 0)}.get(unit, 1)
+    per = float(e["seconds_per_unit"])
+    if unit == "output_token" and context is not None and "seconds_per_unit_at_zero_context" in e:
+        per = e["seconds_per_unit_at_zero_context"] + e.get("seconds_per_unit_per_context_token", 0.0) * context
+    secs = float(e.get("fixed_seconds", 0.0) or 0.0) + per * float(n or 0)
+    host = c.get("host") or {}
+    scale, how = 1.0, "unscaled (host speed unknown)"
+    if e.get("bound") == "memory" and host.get("mem_bandwidth_gbs") and device.memory_bandwidth_gbs:
+        scale = host["mem_bandwidth_gbs"] / (device.memory_bandwidth_gbs * rl.CPU_DEFAULTS["gemm"]["eff_memory"])
+        how = "scaled by measured host bandwidth / device bandwidth x eff_memory"
+    elif host.get("peak_gflops_estimate") and (device.peak_tflops or {}).get("fp32"):
+        # per core: one execution uses the host's thread count, not a whole many-core socket
+        hc, dc = float(host.get("cores") or 1), float(device.cores or host.get("cores") or 1)
+        threads = min(hc, dc)
+        scale = (host["peak_gflops_estimate"] / hc) / (device.peak_tflops["fp32"] * 1e3 / dc) * hc / threads
+        how = "scaled by host / device fp32 peak per core (same thread count)"
+    return secs * scale, {"calibrated": True, "calibration_model": e.get("model"), "unit": unit, "units": n,
+                          "scaling": how, "scale": round(scale, 4)}
+
+
+def _cpu_only(op, o, device) -> OpCost:
+    a = op.attrs
+    kind = op.kind
+    secs, info = _calibrated_seconds(kind, a, device)
+    detail = info or {"calibrated": False}
+    par = int(device.cores or 1)
+    if kind == "tool.lookup":
+        nbytes = float(a.get("request_bytes", 0) or 0) + float(a.get("response_bytes", 0) or 0)
+        net = nbytes / (rl._nic_gbs(device) * 1e9)
+        lat = float(a.get("latency_ms", 0) or 0) * 1e-3 + net + (secs or 0.0)
+        detail.update(cv=a.get("latency_cv"), network_s=net)
+        return OpCost(lat * 1e3, TOOL_CONCURRENCY / max(lat, 1e-9), 0.01, _power(device, "network") / par,
+                      "network", detail=detail)
+    if kind in ("tool.compute", "compute.code"):
+        lat = secs if secs is not None else float(a.get("cpu_ms", 0) or 0) * 1e-3
+        return OpCost(max(lat * 1e3, 1e-6), par / max(lat, 1e-9), 0.1, _power(device, "compute") / par,
+                      "compute", detail=detail)
+    if kind in ("memory.load", "memory.store"):
+        nbytes = float(a.get("bytes", 0) or 0)
+        lat = secs if secs is not None else DB_ROUND_TRIP_MS * 1e-3 + nbytes / (device.memory_bandwidth_gbs * 1e9 * 0.5)
+        return OpCost(lat * 1e3, par / lat, nbytes / 1e9, _power(device, "latency") / par, "latency", detail=detail)
+    # speech.phonemize: rule-based text processing, ~0.05 ms per token single-threaded (espeak-ng order of size)
+    lat = secs if secs is not None else 1e-3 + 5e-5 * float(a.get("text_tokens", 0) or 0)
+    return OpCost(lat * 1e3, par / lat, 0.05, _power(device, "latency") / par, "latency", detail=detail)
+
+
+# --------------------------------------------------------------------------------------- tensor operators
+def _work(kind, a, model):
+    """(FLOPs, bytes of weights, units of work) for one execution of a non-LLM tensor operator (batch 1)."""
+    params = float(getattr(model, "params_total", 0) or SPEECH_DEFAULT_PARAMS.get(kind, 0.0) or 0.0)
+    audio = float(a.get("audio_seconds", 0) or 0)
+    if kind == "speech.frontend":     # STFT + mel filterbank: ~2e7 FLOP per audio second (100 frames x 400-pt FFT + mel)
+        return 2e7 * audio, 0.0, audio
+    if kind == "speech.encode":       # encoder ~ half the parameters, every 30 s window padded to 1500 positions
+        frames = WHISPER_FRAMES_PER_30S * max(1, math.ceil(audio / 30.0))
+        return 2.0 * params / 2 * frames, params / 2, frames
+    if kind == "speech.decode":       # one decoder step per output token, weights re-read each step
+        n = int(a.get("output_tokens", 1) or 1)
+        return 2.0 * params / 2 * n, params / 2 * n, n
+    if kind == "speech.synthesize":
+        frames = TTS_FRAMES_PER_SECOND * audio
+        return 2.0 * params * frames, params, frames
+    if kind in ("embed.encode", "memory.rerank"):
+        n = float(a.get("tokens", 0) or 0) or 32.0 * float(a.get("top_k", a.get("texts", 1)) or 1)
+        return 2.0 * params * n, params, n
+    if kind == "memory.vector_search":   # exact (flat) search: one dot product per indexed vector, fp32 index
+        n, d = float(a.get("index_size", 0) or 0), float(a.get("dims", 0) or 0)
+        return 2.0 * n * d, 4.0 * n * d, n
+    raise CostModelError(f"no cost formula for kind '{kind}'")
+
+
+def _tensor(op, o, device) -> OpCost:
+    a = op.attrs
+    kind = op.kind
+    cpu = _is_cpu(device)
+    model = _model_or_none(a.get("model")) if a.get("model") else None
+    detail = {"model_card": bool(model)}
+    if cpu:
+        secs, info = _calibrated_seconds(kind, a, device)
+        if secs is not None:
+            detail.update(info)
+            lat = secs * o.batch                     # a CPU gains little from batching: batch x the time
+            return OpCost(lat * 1e3, o.batch / lat, 0.5, _power(device, "compute"), "compute", detail=detail)
+    flops, wbytes, units = _work(kind, a, model)
+    p, src = rl.device_params(device)
+    prec = o.precision
+    peak = rl.precision_peak_flops(device, prec)
+    wb = rl.WEIGHT_BYTES.get(prec, 2.0)
+    bw = device.memory_bandwidth_gbs * 1e9
+    if kind == "memory.vector_search":
+        wb = 2.0   # bytes counted as fp32 already
+    tc = o.batch * flops / (peak * p["gemm"]["eff_compute"])
+    tm = wbytes * wb / 2.0 / (bw * p["gemm"]["eff_memory"])
+    fixed = FIXED_MS["cpu" if cpu else "gpu"] * 1e-3
+    body = rl.cal.smooth_max(tc, tm, p["gemm"]["smooth_k"]) if (tc or tm) else 0.0
+    s = rl.StepCost(compute_s=body * tc / (tc + tm) if body else 0.0, memory_s=body * tm / (tc + tm) if body else 0.0,
+                    latency_s=fixed, flops=o.batch * flops, bytes=wbytes)
+    detail.update(calibrated=False, calibration=src, flops=s.flops, units=units)
+    mem = (wbytes * wb / 2.0 if kind != "memory.vector_search" else wbytes) / 1e9 + 0.1
+    if device.memory_gb and mem > device.memory_gb * rl.MEMORY_UTILIZATION:
+        raise CostModelError(f"{kind} '{op.name}' does not fit on {device.id} ({o.label()}): needs {mem:.1f} GB, "
+                             f"available {device.memory_gb * rl.MEMORY_UTILIZATION:.1f} GB")
+    return _opcost(s, o, device, mem, detail, o.batch)
+
+
+# ------------------------------------------------------------------------------------------------- table
+def cost_table(graph, catalog="default", devices=None) -> dict:
+    """{operator name: {DeviceOption: OpCost | reason it is infeasible}} over the catalog (or `devices` ids)."""
+    cat = _catalog(catalog)
+    ids = list(devices) if devices else sorted(cat)
+    for d in ids:
+        if d not in cat:
+            from hetagent.errors import unknown_choice
+            raise unknown_choice("device", d, cat)
+    table = {}
+    for op in graph.operators:
+        model = _model_or_none(op.attrs.get("model")) if op.attrs.get("model") else None
+        row = {}
+        for d in ids:
+            dev = cat[d]
+            opts = options_for(op, dev, model)
+            if not opts:
+                row[DeviceOption(d)] = _why_not(op, dev, model)
+                continue
+            for o in opts:
+                try:
+                    row[o] = cost(op, o, cat)
+                except HetagentError as e:
+                    row[o] = str(e)
+        table[op.name] = row
+    return table
+
+
+def _why_not(op, device, model) -> str:
+    if op.kind in CPU_ONLY_KINDS:
+        return f"{op.kind} runs on CPUs only; '{device.id}' is a {device.kind}"
+    if op.attrs.get("model") and model is None:
+        return f"model '{op.attrs['model']}' is not in the model catalog"
+    if not device_precisions(device, model):
+        return f"'{device.id}' supports none of the precisions of {getattr(model, 'id', 'the model')}"
+    if model is not None:
+        try:
+            _llm_memory(op, DeviceOption(device.id, min(8, int(device.devices_per_node or 1)), 1, 1,
+                                         device_precisions(device, model)[0]), model, device)
+        except CostModelError as e:
+            return str(e)
+    return f"{op.kind} has no option on '{device.id}'"
