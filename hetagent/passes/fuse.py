@@ -49,7 +49,7 @@ class FuseCpuChain(RewritePattern):
             if k in consumer.attributes:
                 fused.attributes[k] = consumer.attributes[k]
         rewriter.replace(consumer, fused)
-        rewriter.erase_op(producer)
+        rewriter.erase(producer)
 
 
 def fuse(module: ModuleOp) -> None:

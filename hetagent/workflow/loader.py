@@ -117,7 +117,10 @@ def node_paths(wf: Workflow) -> dict[str, tuple]:
     return out
 
 
-def _check(wf: Workflow, located, base_dir: Path, config_dir, stack: tuple) -> None:
+def _check(wf: Workflow, located, base_dir: Path, config_dir, stack: tuple,
+           loaded: dict | None = None) -> None:
+    """`loaded` shares sub-agent files between nodes: one file, one Workflow, one IR function."""
+    loaded = {} if loaded is None else loaded
     paths = node_paths(wf)
 
     def fail(node_id, msg, field=None):
@@ -152,14 +155,16 @@ def _check(wf: Workflow, located, base_dir: Path, config_dir, stack: tuple) -> N
         if isinstance(n, SubAgentNode):
             if n.inline is not None:
                 sub = n.inline
-                _check(sub, located, base_dir, config_dir, stack)
+                _check(sub, located, base_dir, config_dir, stack, loaded)
             else:
                 target = (base_dir / n.workflow).resolve()
                 if str(target) in stack:
                     fail(n.id, f"sub-agent file '{n.workflow}' includes itself", "workflow")
                 if not target.exists():
                     fail(n.id, f"sub-agent file '{n.workflow}' does not exist", "workflow")
-                sub = load(target, config_dir=config_dir, _stack=stack)
+                if str(target) not in loaded:
+                    loaded[str(target)] = load(target, config_dir=config_dir, _stack=stack)
+                sub = loaded[str(target)]
             n._resolved = sub
 
 
