@@ -17,6 +17,8 @@ carried around a loop; `agent.join` converts). After placement an op carries
 """
 from __future__ import annotations
 
+import functools
+
 from xdsl.dialects.builtin import (ArrayAttr, FloatAttr, IndexType, IntegerAttr, IntegerType,
                                    StringAttr, i64)
 from xdsl.ir import Dialect, ParametrizedAttribute, TypeAttribute, VerifyException
@@ -239,6 +241,17 @@ def make(name: str, node: str, inputs=(), result_type=None, **attrs) -> IRDLOper
 def to_attr(kind: str | None, value):
     if isinstance(value, (StringAttr, IntegerAttr, FloatAttr, ArrayAttr, PlaceAttr)):
         return value
+    if isinstance(value, (str, int, float)):  # attributes are immutable: build each one once
+        return _scalar_attr(kind, value, type(value))
+    return _make_attr(kind, value)
+
+
+@functools.lru_cache(maxsize=65536)
+def _scalar_attr(kind, value, _type):
+    return _make_attr(kind, value)
+
+
+def _make_attr(kind, value):
     if kind == FS or isinstance(value, (list, tuple)):
         return ArrayAttr([FloatAttr(float(v), 64) if not isinstance(v, str) else StringAttr(v)
                           for v in value])

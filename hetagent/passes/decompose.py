@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
-from xdsl.pattern_rewriter import (PatternRewriter, PatternRewriteWalker, RewritePattern,
-                                   op_type_rewrite_pattern)
+from xdsl.pattern_rewriter import (GreedyRewritePatternApplier, PatternRewriter,
+                                   PatternRewriteWalker, RewritePattern, op_type_rewrite_pattern)
 
 from hetagent.costmodel.models import load_model
 from hetagent.ir import dialects as d
@@ -41,11 +41,22 @@ def _chain(rewriter: PatternRewriter, op, stages) -> None:
     rewriter.replace(op, new, [new[-1].results[0]])
 
 
+class _Cards(dict):
+    """Model cards read once per pass run."""
+
+    def __missing__(self, model_id):
+        self[model_id] = card = load_model(model_id)
+        return card
+
+
 class DecomposeLLM(RewritePattern):
+    def __init__(self, cards: _Cards):
+        self.cards = cards
+
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: LLMCall, rewriter: PatternRewriter):
         a = d.op_attrs(op)
-        card = load_model(a["model"])
+        card = self.cards[a["model"]]
         p, o = a["prompt_tokens"], a["output_tokens"]
         kv_bytes = int(card.kv_bytes_per_token(KV_PRECISION) * p)
         llm = {"model": a["model"], "prompt_tokens": p, "output_tokens": o}
@@ -108,10 +119,13 @@ class DecomposeMemorySearch(RewritePattern):
 
 
 class DecomposeSpeech(RewritePattern):
+    def __init__(self, cards: _Cards):
+        self.cards = cards
+
     def match_and_rewrite(self, op, rewriter: PatternRewriter):
         if isinstance(op, Stt):
             a = d.op_attrs(op)
-            card = load_model(a["model"])
+            card = self.cards[a["model"]]
             frames = a["audio_ms"] * (card.audio_frames_per_second or 50) // 1000
             base = {"model": a["model"], "audio_ms": a["audio_ms"]}
             _chain(rewriter, op, [
@@ -130,9 +144,10 @@ class DecomposeSpeech(RewritePattern):
 
 
 def decompose(module: ModuleOp) -> None:
-    PatternRewriteWalker(DecomposeLLM()).rewrite_module(module)
-    for pattern in (DecomposeTool(), DecomposeMemorySearch(), DecomposeSpeech()):
-        PatternRewriteWalker(pattern).rewrite_module(module)
+    cards = _Cards()
+    walker = PatternRewriteWalker(GreedyRewritePatternApplier(
+        [DecomposeLLM(cards), DecomposeTool(), DecomposeMemorySearch(), DecomposeSpeech(cards)]))
+    walker.rewrite_module(module)
 
 
 @dataclass(frozen=True)

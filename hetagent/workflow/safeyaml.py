@@ -22,6 +22,7 @@ _PLAIN_TAGS = {
     "tag:yaml.org,2002:seq", "tag:yaml.org,2002:timestamp",
 }
 _SCALARS = yaml.SafeLoader.yaml_constructors  # the safe scalar constructors, used per tag
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: same nodes, 10x faster
 
 
 class Located:
@@ -62,7 +63,7 @@ def read_text(path: str | Path) -> str:
 def load(text: str, file: str) -> Located:
     """Parse one YAML (or JSON) document into plain data with line numbers."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_LOADER)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else None
