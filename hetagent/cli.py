@@ -117,6 +117,15 @@ def cmd_cost(args) -> None:
     sys.stdout.write("\n".join(lines) + "\n")
 
 
+def cmd_calibrate(args) -> None:
+    from hetagent.backends import calibrate
+    result = calibrate.run(args)
+    out = args.out or (calibrate.DEFAULT_GPU_PATH if args.gpu else calibrate.DEFAULT_CPU_PATH)
+    print(f"wrote {out}", file=sys.stderr)
+    if args.json:
+        print_json(result)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from hetagent.passes.registry import DEFAULT_PIPELINE
     p = argparse.ArgumentParser(prog="hetagent", description=(
@@ -171,6 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--catalog", default="default")
     co.add_argument("--json", action="store_true")
     co.set_defaults(func=cmd_cost)
+
+    ca = sub.add_parser("calibrate", help="measure the real operators on this machine (CPU, or --gpu)")
+    from hetagent.backends.calibrate import add_arguments
+    add_arguments(ca)
+    ca.add_argument("--json", action="store_true")
+    ca.set_defaults(func=cmd_calibrate)
     return p
 
 
