@@ -1,12 +1,16 @@
 """Where the packaged configuration lives, and which ids it defines.
 
 configs/ sits at the repository root and is shipped with the program; HETAGENT_CONFIG_DIR or the CLI's
---config-dir points elsewhere. This module is below every stage: it only finds files, it parses nothing.
+--config-dir points elsewhere. This module is below every stage: it finds configuration files and reads them with line numbers.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+import yaml
+
+from hetagent.errors import InputError
 
 _PACKAGED = Path(__file__).resolve().parent.parent / "configs"
 
@@ -27,3 +31,62 @@ def list_ids(kind: str, override=None) -> list[str]:
     """The ids defined in configs/<kind>/ (file stems, sorted)."""
     folder = config_dir(override) / kind
     return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+# ---- YAML with line numbers ----------------------------------------------------------------------
+
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_SAFE = _LOADER
+
+def read_yaml(path: str | Path) -> tuple[object, dict[str, int]]:
+    """Parse a YAML file; return (data, {dotted field path: 1-based line}). Syntax errors -> InputError."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InputError(f"cannot read file: {exc.strerror}", file=str(path)) from None
+    try:
+        node = yaml.compose(text, Loader=_LOADER)
+        data = yaml.load(text, Loader=_SAFE)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise InputError(f"invalid YAML: {getattr(exc, 'problem', None) or exc}", file=str(path),
+                         line=mark.line + 1 if mark else None) from None
+    lines: dict[str, int] = {}
+
+    def walk(n, prefix: str) -> None:
+        if isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                key = f"{prefix}.{k.value}" if prefix else str(k.value)
+                lines[key] = k.start_mark.line + 1
+                walk(v, key)
+        elif isinstance(n, yaml.SequenceNode):
+            for i, v in enumerate(n.value):
+                key = f"{prefix}[{i}]"
+                lines[key] = v.start_mark.line + 1
+                walk(v, key)
+
+    if node is not None:
+        walk(node, "")
+    return data, lines
+
+
+class Where:
+    """Where a mapping came from: file, line map and a path prefix (for devices inlined in a fleet)."""
+
+    def __init__(self, file: str | Path, lines: dict[str, int], prefix: str = ""):
+        self.file, self.lines, self.prefix = str(file), lines, prefix
+
+    def key(self, fld: str) -> str:
+        return f"{self.prefix}.{fld}" if self.prefix and fld else (self.prefix or fld)
+
+    def line(self, fld: str) -> int | None:
+        k = self.key(fld)
+        while k:
+            if k in self.lines:
+                return self.lines[k]
+            k = k.rsplit(".", 1)[0] if "." in k else ""
+        return None
+
+    def error(self, fld: str, message: str) -> InputError:
+        return InputError(message, file=self.file, line=self.line(fld), field=self.key(fld))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from hetagent.configs import config_dir as _config_dir
+from hetagent.configs import Where, config_dir as _config_dir, read_yaml  # noqa: F401 (re-exported)
 from hetagent.errors import InputError, unknown_choice
 
 VENDORS = ("nvidia", "amd", "intel")
@@ -21,62 +21,6 @@ KINDS = ("gpu", "accelerator", "cpu")
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "fp8", "int8", "int4", "fp4")
 FIGURE_KEYS = {"value", "source", "note", "estimate", "date"}
 DEFAULT_CATALOG = "default"
-
-
-# ---------------------------------------------------------------- YAML with line numbers
-
-def read_yaml(path: str | Path) -> tuple[object, dict[str, int]]:
-    """Parse a YAML file; return (data, {dotted field path: 1-based line}). Syntax errors -> InputError."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InputError(f"cannot read file: {exc.strerror}", file=str(path)) from None
-    try:
-        data = yaml.safe_load(text)
-        node = yaml.compose(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise InputError(f"invalid YAML: {getattr(exc, 'problem', None) or exc}", file=str(path),
-                         line=mark.line + 1 if mark else None) from None
-    lines: dict[str, int] = {}
-
-    def walk(n, prefix: str) -> None:
-        if isinstance(n, yaml.MappingNode):
-            for k, v in n.value:
-                key = f"{prefix}.{k.value}" if prefix else str(k.value)
-                lines[key] = k.start_mark.line + 1
-                walk(v, key)
-        elif isinstance(n, yaml.SequenceNode):
-            for i, v in enumerate(n.value):
-                key = f"{prefix}[{i}]"
-                lines[key] = v.start_mark.line + 1
-                walk(v, key)
-
-    if node is not None:
-        walk(node, "")
-    return data, lines
-
-
-class Where:
-    """Where a mapping came from: file, line map and a path prefix (for devices inlined in a fleet)."""
-
-    def __init__(self, file: str | Path, lines: dict[str, int], prefix: str = ""):
-        self.file, self.lines, self.prefix = str(file), lines, prefix
-
-    def key(self, fld: str) -> str:
-        return f"{self.prefix}.{fld}" if self.prefix and fld else (self.prefix or fld)
-
-    def line(self, fld: str) -> int | None:
-        k = self.key(fld)
-        while k:
-            if k in self.lines:
-                return self.lines[k]
-            k = k.rsplit(".", 1)[0] if "." in k else ""
-        return None
-
-    def error(self, fld: str, message: str) -> InputError:
-        return InputError(message, file=self.file, line=self.line(fld), field=self.key(fld))
 
 
 def is_number(x) -> bool:

@@ -22,7 +22,7 @@ from xdsl.passes import ModulePass
 from xdsl.pattern_rewriter import (GreedyRewritePatternApplier, PatternRewriter,
                                    PatternRewriteWalker, RewritePattern, op_type_rewrite_pattern)
 
-from hetagent.costmodel.models import load_model
+from hetagent.modelcards import load_model
 from hetagent.ir import dialects as d
 
 LLMCall, ToolInvoke = d.op_class("llm.call"), d.op_class("tool.invoke")
