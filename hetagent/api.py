@@ -16,8 +16,10 @@ from hetagent.workflow import loader
 from hetagent.workflow.builder import WorkflowBuilder
 from hetagent.workflow.model import Workflow
 
-__all__ = ["load", "compile", "to_mlir", "parse_mlir", "operator_graph", "estimate", "cost",
-           "WorkflowBuilder", "Workflow", "DEFAULT_PIPELINE"]
+__all__ = ["load", "compile", "to_mlir", "parse_mlir", "operator_graph", "estimate", "cost", "plan",
+           "sweep_sla", "WorkflowBuilder", "Workflow", "DEFAULT_PIPELINE"]
+
+PLAN_PRECISIONS = ("fp16", "bf16")  # LLM precisions planned by default: no quantization
 
 
 def load(path: str | Path, *, self_host: dict[str, str] | None = None, config_dir=None) -> Workflow:
@@ -38,6 +40,105 @@ def to_mlir(module, generic: bool = False) -> str:
 
 def parse_mlir(text: str, file: str = "<string>"):
     return parse_module(text, file)
+
+
+def _module(source):
+    """A compiled module from a workflow, a workflow path or a compiled .mlir path."""
+    if isinstance(source, (str, Path)) and str(source).endswith(".mlir"):
+        return run(parse_module(Path(source).read_text(), str(source)), "decompose,unroll")
+    return compile(source)
+
+
+def _source_record(source, module) -> dict:
+    """What plan.json keeps of a workflow so that it can be solved again without the file."""
+    name = next(iter(module.ops)).sym_name.data
+    if isinstance(source, Workflow):
+        return {"name": name, "file": source._source_file, "text": source._source_text,
+                "format": "yaml"}
+    path = Path(source)
+    fmt = "mlir" if path.suffix == ".mlir" else "yaml"
+    return {"name": name, "file": str(path), "text": path.read_text(), "format": fmt}
+
+
+def _planning_inputs(workflows, fleet, tco, catalog, profiles, precisions):
+    """Everything `plan` and `sweep_sla` share: graphs, modules, cost tables and economics."""
+    from hetagent.costmodel.fleet import load_fleet
+    from hetagent.costmodel.operators import cost_table
+    from hetagent.costmodel.profiles import load_profiles
+    from hetagent.costmodel.tco import load_tco
+    from hetagent.ir.opgraph import extract
+    sources = [workflows] if isinstance(workflows, (str, Path, Workflow)) else list(workflows)
+    modules = [_module(s) for s in sources]
+    graphs = [extract(run(m, "decompose,unroll")) for m in modules]
+    prof = load_profiles(profiles) if profiles else None
+    fleet_obj = load_fleet(fleet) if fleet is not None else None
+    if catalog is None:
+        catalog = fleet_obj.catalog if fleet_obj is not None else "default"
+    tco_params = load_tco(tco)
+    devices = {}
+    if fleet_obj is not None:
+        devices, _, _ = fleet_obj.resolve()
+    else:
+        from hetagent.costmodel.devices import load_catalog
+        devices = load_catalog(catalog)
+    tables = None
+    if prof is None or not _profile_covers(graphs, prof):
+        tables = [cost_table(g, devices, precisions=precisions) for g in graphs]
+    inputs = {"workflows": [_source_record(s, m) for s, m in zip(sources, modules)],
+              "fleet": _file_record(fleet_obj.path if fleet_obj else None, fleet),
+              "tco": _file_record(tco_params.path if getattr(tco_params, "path", None) else None, tco),
+              "catalog": catalog, "precisions": list(precisions) if precisions else None}
+    return sources, modules, graphs, tables, fleet_obj, tco_params, devices, prof, inputs
+
+
+def _profile_covers(graphs, prof) -> bool:
+    """Profiles alone suffice when they price every operator of every workflow."""
+    from hetagent.costmodel.profiles import profile_cost_table
+    for g in graphs:
+        table = profile_cost_table(g, prof)
+        if any(not any(not isinstance(c, str) for c in table.get(o.name, {}).values())
+               for o in g.operators if o.kind != "llm.kv_transfer"):  # hand-offs are transfers
+            return False
+    return True
+
+
+def _file_record(path, given) -> dict | None:
+    if given is None and path is None:
+        return None
+    rec = {"name": str(given) if given is not None else None, "file": str(path) if path else None}
+    if path and Path(path).is_file():
+        rec["text"] = Path(path).read_text()
+    return rec
+
+
+def plan(workflows, *, fleet=None, tco="default", catalog=None, profiles=None, rate=None,
+         sla_ms=None, precisions=PLAN_PRECISIONS, objective="tco", soft_sla_penalty=None,
+         time_limit_s=30.0, gap=1e-4):
+    """Place one or more workflows (paths, Workflows or compiled .mlir paths) on one fleet.
+
+    fleet: a fleet name or file (configs/fleets; default: every catalog device may be bought);
+    tco: a TCO name or file; profiles: a measured-profiles file overriding the cost model.
+    Returns a hetagent.placement.Plan; raises PlacementError explaining why when no plan exists."""
+    from hetagent.placement import place
+    from hetagent.placement.annotate import placed_ir
+    (sources, modules, graphs, tables, fleet_obj, tco_params, devices, prof,
+     inputs) = _planning_inputs(workflows, fleet, tco, catalog, profiles, precisions)
+    result = place(graphs, tables, fleet_obj, tco_params, devices, sla_ms=sla_ms, rate=rate,
+                   soft_sla_penalty=soft_sla_penalty, objective=objective, time_limit_s=time_limit_s,
+                   gap=gap, profiles=prof, inputs=inputs)
+    result.ir = placed_ir(modules, result.placements, qualified=len(graphs) > 1)
+    return result
+
+
+def sweep_sla(workflows, *, points: int = 8, slas=None, fleet=None, tco="default", catalog=None,
+              profiles=None, rate=None, precisions=PLAN_PRECISIONS, time_limit_s=30.0, gap=1e-4):
+    """The TCO-versus-SLA Pareto curve: [{sla_ms, feasible, status, per_hour, end_to_end_ms}]."""
+    from hetagent.placement import build_problem
+    from hetagent.placement.pareto import pareto
+    (_, _, graphs, tables, fleet_obj, tco_params, devices, prof,
+     _) = _planning_inputs(workflows, fleet, tco, catalog, profiles, precisions)
+    pb = build_problem(graphs, tables, fleet_obj, tco_params, devices, rate=rate, profiles=prof)
+    return pareto(pb, slas=slas, points=points, time_limit_s=time_limit_s, gap=gap)
 
 
 def operator_graph(source):

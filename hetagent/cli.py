@@ -126,6 +126,36 @@ def cmd_calibrate(args) -> None:
         print_json(result)
 
 
+def cmd_plan(args) -> None:
+    from hetagent import api
+    from hetagent.placement import format_plan
+    kwargs = dict(fleet=args.fleet, tco=args.tco, catalog=args.catalog, profiles=args.profiles,
+                  rate=args.rate, precisions=tuple(args.precision.split(",")),
+                  time_limit_s=args.time_limit, gap=args.gap)
+    if args.sweep_sla:
+        curve = api.sweep_sla(args.workflows, points=args.points, **kwargs)
+        if args.json:
+            print_json({"version": 1, "pareto": curve})
+        else:
+            lines = ["SLA ms      feasible  TCO $/h     end-to-end ms  status"]
+            lines += [f"{c['sla_ms']:<11.1f} {str(c['feasible']):<9} "
+                      f"{(c['per_hour'] if c['per_hour'] is not None else float('nan')):<11.4f} "
+                      f"{(c['end_to_end_ms'] if c['end_to_end_ms'] is not None else float('nan')):<14.1f} "
+                      f"{c['status']}" for c in curve]
+            sys.stdout.write("\n".join(lines) + "\n")
+        return
+    plan = api.plan(args.workflows, sla_ms=args.sla_ms, objective=args.objective,
+                    soft_sla_penalty=args.soft_sla_penalty, **kwargs)
+    if args.output:
+        write_output(args.output, json.dumps(plan.to_json(), indent=1) + "\n")
+    if args.json:
+        sys.stdout.write(plan.dumps() + "\n")
+    else:
+        sys.stdout.write(format_plan(plan).rstrip("\n") + "\n")
+        if args.output:
+            sys.stdout.write(f"wrote {args.output}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from hetagent.passes.registry import DEFAULT_PIPELINE
     p = argparse.ArgumentParser(prog="hetagent", description=(
@@ -180,6 +210,28 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--catalog", default="default")
     co.add_argument("--json", action="store_true")
     co.set_defaults(func=cmd_cost)
+
+    pl = sub.add_parser("plan", help="choose the fleet and placement with the lowest TCO meeting the SLA")
+    pl.add_argument("workflows", nargs="+", metavar="WF", help="workflow files or compiled .mlir")
+    pl.add_argument("--fleet", help="fleet name or file (default: buy any catalog device)")
+    pl.add_argument("--tco", default="default", help="TCO assumptions, name or file (default: default)")
+    pl.add_argument("--catalog", help="device catalog (default: the fleet's, else default)")
+    pl.add_argument("--profiles", help="measured profiles overriding the cost model")
+    pl.add_argument("--rate", type=float, help="requests per second (default: each workflow's)")
+    pl.add_argument("--sla-ms", type=float, help="end-to-end SLA in ms (default: each workflow's)")
+    pl.add_argument("--precision", default="fp16,bf16",
+                    help="LLM precisions allowed, comma-separated (default: fp16,bf16)")
+    pl.add_argument("--objective", choices=["tco", "offline"], default="tco",
+                    help="tco: cheapest meeting the SLA; offline: most tokens per second per dollar")
+    pl.add_argument("--soft-sla-penalty", type=float,
+                    help="make the SLA soft: $ per hour per ms of violation")
+    pl.add_argument("--time-limit", type=float, default=30.0, help="solver time limit in seconds")
+    pl.add_argument("--gap", type=float, default=1e-4, help="relative optimality gap to stop at")
+    pl.add_argument("--sweep-sla", action="store_true", help="trace the TCO-versus-SLA Pareto curve")
+    pl.add_argument("--points", type=int, default=8, help="points on the --sweep-sla curve")
+    pl.add_argument("-o", "--output", help="write plan.json here")
+    pl.add_argument("--json", action="store_true", help="print plan.json on one line")
+    pl.set_defaults(func=cmd_plan)
 
     ca = sub.add_parser("calibrate", help="measure the real operators on this machine (CPU, or --gpu)")
     from hetagent.backends.calibrate import add_arguments

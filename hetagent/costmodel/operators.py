@@ -383,31 +383,49 @@ def _tensor(op, o, device) -> OpCost:
 
 
 # ------------------------------------------------------------------------------------------------- table
-def cost_table(graph, catalog="default", devices=None) -> dict:
-    """{operator name: {DeviceOption: OpCost | reason it is infeasible}} over the catalog (or `devices` ids)."""
+def cost_table(graph, catalog="default", devices=None, precisions=None) -> dict:
+    """{operator name: {DeviceOption: OpCost | reason it is infeasible}} over the catalog (or `devices` ids).
+
+    `precisions` limits the options of model-bearing operators (LLM phases, experts) to those
+    precisions, e.g. ("fp16", "bf16") to plan without quantizing. Operators with the same kind and
+    attributes (loop copies, repeated sub-agents) are priced once and share their row."""
     cat = _catalog(catalog)
     ids = list(devices) if devices else sorted(cat)
     for d in ids:
         if d not in cat:
             from hetagent.errors import unknown_choice
             raise unknown_choice("device", d, cat)
-    table = {}
+    allowed = set(precisions) if precisions else None
+    table, priced = {}, {}
     for op in graph.operators:
-        model = _model_or_none(op.attrs.get("model")) if op.attrs.get("model") else None
-        row = {}
-        for d in ids:
-            dev = cat[d]
-            opts = options_for(op, dev, model)
-            if not opts:
-                row[DeviceOption(d)] = _why_not(op, dev, model)
-                continue
-            for o in opts:
-                try:
-                    row[o] = cost(op, o, cat)
-                except HetagentError as e:
-                    row[o] = str(e)
-        table[op.name] = row
+        signature = (op.kind, tuple(sorted((k, str(v)) for k, v in op.attrs.items())))
+        if signature not in priced:
+            priced[signature] = _row(op, ids, cat, allowed)
+        table[op.name] = priced[signature]
     return table
+
+
+def _row(op, ids, cat, allowed) -> dict:
+    model = _model_or_none(op.attrs.get("model")) if op.attrs.get("model") else None
+    row = {}
+    for d in ids:
+        dev = cat[d]
+        opts = options_for(op, dev, model)
+        if allowed is not None and model is not None and model.family == "llm":
+            opts = [o for o in opts if o.precision in allowed]
+            if not opts:
+                row[DeviceOption(d)] = (f"'{d}' offers none of the allowed precisions "
+                                        f"{', '.join(sorted(allowed))} for {model.id}")
+                continue
+        if not opts:
+            row[DeviceOption(d)] = _why_not(op, dev, model)
+            continue
+        for o in opts:
+            try:
+                row[o] = cost(op, o, cat)
+            except HetagentError as e:
+                row[o] = str(e)
+    return row
 
 
 def _why_not(op, device, model) -> str:

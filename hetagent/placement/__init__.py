@@ -33,26 +33,34 @@ DEFAULT_LINK_MS = 0.01
 
 
 def _fleet(fleet):
-    """(mode, allowed device ids or None, caps {device: n})."""
+    """(mode, allowed device ids or None, caps {device: n}, owned {device: n}, extra catalog devices)."""
     if fleet is None:
-        return "buy", None, {}
+        return "buy", None, {}, {}, {}
     if isinstance(fleet, dict):
-        mode, devs = fleet.get("mode", "buy"), fleet.get("devices")
+        mode, devs, extra = fleet.get("mode", "buy"), fleet.get("devices"), {}
     else:
-        mode, devs = getattr(fleet, "mode", "buy"), getattr(fleet, "devices", None)
-    if devs is None:
-        return mode, None, {}
-    caps = {}
-    items = devs.items() if isinstance(devs, dict) else [(getattr(d, "id", d), d) for d in devs]
-    for d, spec in items:
-        n = spec
-        if not isinstance(spec, (int, float)) and spec is not None:
-            get = spec.get if isinstance(spec, dict) else (lambda k, s=spec: getattr(s, k, None))
-            n = next((get(k) for k in ("owned", "max", "cap", "count", "available") if get(k) is not None),
-                     None)
-        if n is not None:
-            caps[str(d)] = int(n)
-    return mode, set(str(d) for d, _ in items), caps
+        mode, extra = getattr(fleet, "mode", "buy"), dict(getattr(fleet, "extra_devices", {}) or {})
+        if hasattr(fleet, "resolve"):            # costmodel.fleet.Fleet: priced devices only
+            _, entries, _ = fleet.resolve()
+            devs = {i: {"max": e.max_count, "owned": e.owned} for i, e in entries.items()}
+        else:
+            devs = getattr(fleet, "devices", None)
+    if devs is None or devs == "all":
+        return mode, None, {}, {}, extra
+    caps, owned = {}, {}
+    for d, spec in devs.items():
+        if isinstance(spec, (int, float)):
+            spec = {"max": int(spec)} if mode != "owned" else {"owned": int(spec)}
+        spec = spec or {}
+        own = int(spec.get("owned") or 0)
+        cap = spec.get("max", spec.get("max_count"))
+        if cap is None and mode == "owned":
+            cap = own
+        if cap is not None:
+            caps[str(d)] = int(cap)
+        if own and mode != "owned":
+            owned[str(d)] = own
+    return mode, {str(d) for d in devs}, caps, owned, extra
 
 
 def _hour_costs(devices, catalog, tco_params, mode, profiles, override):
@@ -127,7 +135,9 @@ def build_problem(graphs, cost_tables, fleet=None, tco_params=None, catalog=None
                       rate_rps=g.rate_rps if rate is None else rate) for g in graphs]
     if objective not in ("tco", "offline"):
         raise PlacementError(f"unknown objective '{objective}'; choices: offline, tco")
-    mode, allowed, caps = _fleet(fleet)
+    mode, allowed, caps, owned, extra = _fleet(fleet)
+    if extra:
+        catalog = {**(catalog or {}), **extra}
     devices = sorted({o.device for t in tables for opts in t.values() for o in opts})
     if profiles is not None and allowed is not None:
         allowed = allowed | (profiles.device_ids() - set(catalog or {}))
@@ -140,9 +150,13 @@ def build_problem(graphs, cost_tables, fleet=None, tco_params=None, catalog=None
             mem[d] = float(m)
         if (pdev and pdev.cpu) or getattr(dev, "is_cpu", False) or d.startswith(("xeon-", "epyc-")):
             cpus.add(d)
-    return milp.Problem(graphs, tables, _hour_costs(devices, catalog, tco_params, mode, profiles, hour_costs),
+    priced = [d for d in devices if allowed is None or d in allowed]
+    owned_cost = _hour_costs([d for d in devices if d in owned], catalog, tco_params, "owned", profiles,
+                             hour_costs)
+    return milp.Problem(graphs, tables, _hour_costs(priced, catalog, tco_params, mode, profiles, hour_costs),
                         caps, allowed, transfer or _transfer_fn(catalog, profiles), mem, cpus,
-                        soft_sla_penalty, objective)
+                        soft_sla_penalty, objective, owned={d: n for d, n in owned.items() if d in devices},
+                        owned_hour_cost=owned_cost)
 
 
 def place(graphs, cost_tables=None, fleet=None, tco_params=None, catalog=None, *, sla_ms=None, rate=None,
@@ -159,11 +173,29 @@ def place(graphs, cost_tables=None, fleet=None, tco_params=None, catalog=None, *
     if out.evaluation is None:
         raise PlacementError(explain(pb, time_limit_s=min(time_limit_s, 30)))
     bl = _baselines(pb, time_limit_s, gap) if with_baselines else []
+    out = _no_worse_than_baselines(pb, out, bl, time_limit_s, gap, threads)
     given = {"sla_ms": sla_ms, "rate": rate, "soft_sla_penalty": soft_sla_penalty, "objective": objective,
              "time_limit_s": time_limit_s, "gap": gap}
     if profiles is not None:
         given["profiles"] = profiles.text
     return plan_from(pb, out, bl, ir=ir, inputs={**given, **(inputs or {})})
+
+
+def _no_worse_than_baselines(pb, out, bl, time_limit_s, gap, threads):
+    """On large instances options are thinned per operator, which can lose a solution that only pays
+    off when operators share devices. A homogeneous baseline is solved on few options, exactly; if it
+    is cheaper, solve again with its solution kept reachable and given as a start. The plan is never
+    worse than the best baseline."""
+    feasible = [b for b in bl if b.feasible and b.outcome is not None and b.outcome.evaluation is not None]
+    if not feasible or out.evaluation is None:
+        return out
+    best = min(feasible, key=lambda b: b.outcome.evaluation.per_hour)
+    if best.outcome.evaluation.per_hour >= out.evaluation.per_hour - 1e-9:
+        return out
+    again = solve_problem(pb, None, time_limit_s, gap, threads, start_from=best.outcome)
+    if again.evaluation is not None and again.evaluation.per_hour <= best.outcome.evaluation.per_hour + 1e-9:
+        return again
+    return best.outcome
 
 
 def plan_from(pb: milp.Problem, out, baselines=(), ir="", inputs=None) -> Plan:

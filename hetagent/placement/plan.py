@@ -1,0 +1,124 @@
+"""The Plan: what placement hands to the backends, runtime and report, serialized as plan.json.
+
+Keys (ARCHITECTURE.md, "Interfaces every stage keeps"): version; workflows; fleet {device: count};
+placements [{operator, kind, device, tp, pp, batch, replicas, precision, latency_ms, bound}];
+predicted {end_to_end_ms, per_stage_ms, sla_ms, meets_sla}; tco {per_hour, per_million_tokens,
+per_request, per_thousand_requests, breakdown {device: {capex, power, opex}}}; baselines [{device,
+feasible, tco {per_hour, per_request}}]; solver {status, gap, seconds}; ir; inputs.
+With several workflows, operator names are qualified "workflow/operator" and predicted holds the
+worst workflow (largest end-to-end latency relative to its SLA); meets_sla is true only if all meet.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+VERSION = 1
+
+
+@dataclass
+class Placement:
+    operator: str
+    kind: str
+    device: str
+    tp: int
+    pp: int
+    batch: int
+    replicas: int
+    precision: str
+    latency_ms: float
+    bound: str
+
+
+@dataclass
+class Baseline:
+    device: str
+    feasible: bool
+    per_hour: float | None
+    per_request: float | None
+    end_to_end_ms: float | None = None      # not in plan.json; for summaries and tests
+    note: str = ""                          # not in plan.json
+    outcome: object = field(default=None, repr=False, compare=False)  # the solve (feasible ones)
+
+    def to_json(self) -> dict:
+        return {"device": self.device, "feasible": self.feasible,
+                "tco": {"per_hour": self.per_hour, "per_request": self.per_request}}
+
+
+@dataclass
+class Plan:
+    workflows: list[str]
+    fleet: dict[str, int]
+    placements: list[Placement]
+    predicted: dict
+    tco: dict
+    baselines: list[Baseline] = field(default_factory=list)
+    solver: dict = field(default_factory=dict)
+    ir: str = ""
+    inputs: dict = field(default_factory=dict)
+    version: int = VERSION
+
+    def to_json(self) -> dict:
+        return {"version": self.version, "workflows": list(self.workflows), "fleet": dict(self.fleet),
+                "placements": [asdict(p) for p in self.placements], "predicted": self.predicted,
+                "tco": self.tco, "baselines": [b.to_json() for b in self.baselines],
+                "solver": self.solver, "ir": self.ir, "inputs": self.inputs}
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, d: dict | str) -> "Plan":
+        if isinstance(d, str):
+            d = json.loads(d)
+        if d.get("version") != VERSION:
+            from hetagent.errors import InputError
+            raise InputError(f"plan version {d.get('version')!r} is not supported (expected {VERSION})",
+                             field="version")
+        bl = [Baseline(b["device"], b["feasible"], b["tco"].get("per_hour"), b["tco"].get("per_request"))
+              for b in d.get("baselines", [])]
+        return cls(d["workflows"], d["fleet"], [Placement(**p) for p in d["placements"]], d["predicted"],
+                   d["tco"], bl, d.get("solver", {}), d.get("ir", ""), d.get("inputs", {}), d["version"])
+
+
+def _money(v):
+    if v is None:
+        return "-"
+    return f"${v:,.2f}" if abs(v) >= 1 else f"${v:.6f}".rstrip("0").rstrip(".")
+
+
+def format_plan(plan: Plan) -> str:
+    """A readable summary: fleet, placements, latency vs SLA, TCO, saving vs the best baseline, solver."""
+    out = [f"plan for {', '.join(plan.workflows)}"]
+    out.append("fleet: " + (", ".join(f"{n} x {d}" for d, n in sorted(plan.fleet.items())) or "(none)"))
+    rows = [("operator", "kind", "device", "tp", "pp", "batch", "repl", "prec", "ms", "bound")]
+    for p in plan.placements:
+        rows.append((p.operator, p.kind, p.device, str(p.tp), str(p.pp), str(p.batch), str(p.replicas),
+                     p.precision, f"{p.latency_ms:.2f}", p.bound))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    pr = plan.predicted
+    sla = pr.get("sla_ms")
+    out.append(f"predicted end-to-end: {pr.get('end_to_end_ms', 0):.1f} ms"
+               + (f" vs SLA {sla:g} ms: {'meets' if pr.get('meets_sla') else 'VIOLATES'}" if sla else
+                  " (no SLA)"))
+    t = plan.tco
+    tok = f", {_money(t['per_million_tokens'])} per million tokens" if t.get("per_million_tokens") else ""
+    out.append(f"TCO: {_money(t['per_hour'])}/hour{tok}, {_money(t['per_request'])} per request")
+    feas = [b for b in plan.baselines if b.feasible and b.per_hour is not None]
+    if feas:
+        best = min(feas, key=lambda b: b.per_hour)
+        if best.per_hour > 0:
+            save = 1 - t["per_hour"] / best.per_hour
+            out.append(f"best homogeneous baseline: all {best.device} {_money(best.per_hour)}/hour; "
+                       f"this plan saves {save:.1%}")
+    for b in plan.baselines:
+        lat = f", {b.end_to_end_ms:.1f} ms" if b.end_to_end_ms is not None else ""
+        out.append(f"  baseline {b.device}: {'feasible' if b.feasible else 'infeasible'}, "
+                   f"{_money(b.per_hour)}/hour, {_money(b.per_request)}/request{lat}"
+                   + (f" ({b.note})" if b.note else ""))
+    s = plan.solver
+    gap = s.get("gap")
+    out.append(f"solver: {s.get('status')}, gap {gap:.2%}, {s.get('seconds', 0):.2f} s" if gap is not None
+               else f"solver: {s.get('status')}, {s.get('seconds', 0):.2f} s")
+    return "\n".join(out)
