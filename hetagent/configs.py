@@ -27,6 +27,19 @@ def config_path(kind: str, name: str, override=None) -> Path:
     return config_dir(override) / kind / f"{name}.yaml"
 
 
+def named_or_path(kind: str, name_or_path, override=None) -> Path:
+    """A config given by name (configs/<kind>/<name>.yaml) or by path; unknown names list the choices."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.is_file():
+        return p
+    path = config_path(kind, str(name_or_path), override)
+    if not path.is_file():
+        from hetagent.errors import unknown_choice
+        raise unknown_choice(kind.rstrip("s") if kind != "tco" else "tco config", str(name_or_path),
+                             list_ids(kind, override))
+    return path
+
+
 def list_ids(kind: str, override=None) -> list[str]:
     """The ids defined in configs/<kind>/ (file stems, sorted)."""
     folder = config_dir(override) / kind

@@ -11,10 +11,9 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 
 from hetagent.configs import Where, config_dir as _config_dir, read_yaml  # noqa: F401 (re-exported)
-from hetagent.errors import InputError, unknown_choice
+from hetagent.errors import unknown_choice
 
 VENDORS = ("nvidia", "amd", "intel")
 KINDS = ("gpu", "accelerator", "cpu")

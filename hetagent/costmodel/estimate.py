@@ -65,7 +65,7 @@ def estimate(model, device, op, tokens=None, batch=1, context=None, tp=1, pp=1, 
 def format_estimate(d: dict) -> str:
     lines = [f"{d['model']} {d['op']} on {d['device']} ({d['option']}): {d['tokens']} tokens, batch {d['batch']}, "
              f"context {d['context']}",
-             f"  latency      {d['latency_ms']:.3f} ms" + (f"  (TTFT)" if d["op"] == "prefill" else
+             f"  latency      {d['latency_ms']:.3f} ms" + ("  (TTFT)" if d["op"] == "prefill" else
                                                            f"  per step (TBT); {d['total_ms']:.1f} ms for all steps"),
              f"  throughput   {d['throughput_tokens_per_s']:.0f} tokens/s per replica",
              f"  bound by     {d['bound']}",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hetagent.configs import config_dir as _config_dir
+from hetagent.configs import named_or_path
 from hetagent.costmodel.devices import Device, Where, device_from_mapping, load_catalog, read_yaml
 from hetagent.errors import unknown_choice
 
@@ -60,13 +60,7 @@ class Fleet:
 
 def load_fleet(name_or_path: str | Path = "default", config_dir=None) -> Fleet:
     """A fleet by name (configs/fleets/<name>.yaml) or by path."""
-    p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.is_file():
-        path = p
-    else:
-        path = _config_dir(config_dir) / "fleets" / f"{name_or_path}.yaml"
-        if not path.is_file():
-            raise unknown_choice("fleet", str(name_or_path), sorted(q.stem for q in path.parent.glob("*.yaml")))
+    path = named_or_path("fleets", name_or_path, config_dir)
     data, lines = read_yaml(path)
     where = Where(path, lines)
     if not isinstance(data, dict):

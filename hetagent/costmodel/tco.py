@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hetagent.configs import config_dir as _config_dir
+from hetagent.configs import named_or_path
 from hetagent.costmodel.devices import Device, Where, is_number, read_yaml
 from hetagent.errors import CostModelError, unknown_choice
 
@@ -41,14 +41,7 @@ class TcoParams:
 
 def load_tco(name_or_path: str | Path = "default", config_dir=None) -> TcoParams:
     """A TCO config by name (configs/tco/<name>.yaml) or by path."""
-    p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.is_file():
-        path = p
-    else:
-        path = _config_dir(config_dir) / "tco" / f"{name_or_path}.yaml"
-        if not path.is_file():
-            folder = path.parent
-            raise unknown_choice("tco config", str(name_or_path), sorted(q.stem for q in folder.glob("*.yaml")))
+    path = named_or_path("tco", name_or_path, config_dir)
     data, lines = read_yaml(path)
     where = Where(path, lines)
     if not isinstance(data, dict):

@@ -23,7 +23,7 @@ from xdsl.dialects.builtin import (ArrayAttr, FloatAttr, IndexType, IntegerAttr,
                                    StringAttr, i64)
 from xdsl.ir import Dialect, ParametrizedAttribute, TypeAttribute, VerifyException
 from xdsl.irdl import (IRDLOperation, irdl_attr_definition, irdl_op_definition, param_def,
-                       result_def, var_operand_def, var_result_def, attr_def, opt_attr_def)
+                       result_def, var_operand_def, attr_def, opt_attr_def)
 
 DYNAMIC = -1
 
