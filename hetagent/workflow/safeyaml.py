@@ -76,7 +76,7 @@ def load(text: str, file: str) -> Located:
         raise InputError("the file is empty", file=file)
     _refuse_bombs(node, file)
     lines: dict[tuple, int] = {}
-    data = _construct(node, (), lines, file)
+    data = _construct(node, (), lines, file, yaml.constructor.SafeConstructor())
     return Located(data, lines, file)
 
 
@@ -110,7 +110,7 @@ def _children(node):
     return []
 
 
-def _construct(node, path: tuple, lines: dict, file: str):
+def _construct(node, path: tuple, lines: dict, file: str, scalars):
     lines[path] = node.start_mark.line + 1
     if node.tag not in _PLAIN_TAGS:
         raise InputError(f"tag '{node.tag}' is not allowed (only plain data)", file=file,
@@ -121,7 +121,7 @@ def _construct(node, path: tuple, lines: dict, file: str):
             if k_node.tag == "tag:yaml.org,2002:merge":
                 raise InputError("merge keys (<<) are not supported", file=file,
                                  line=k_node.start_mark.line + 1)
-            key = _construct(k_node, path + ("<key>",), {}, file)
+            key = _construct(k_node, path + ("<key>",), {}, file, scalars)
             if not isinstance(key, (str, int, float, bool)) or key is None:
                 raise InputError("mapping keys must be plain scalars", file=file,
                                  line=k_node.start_mark.line + 1)
@@ -129,12 +129,12 @@ def _construct(node, path: tuple, lines: dict, file: str):
             if key in out:
                 raise InputError(f"duplicate key '{key}'", file=file, line=k_node.start_mark.line + 1,
                                  field=_dotted(path + (key,)))
-            out[key] = _construct(v_node, path + (key,), lines, file)
+            out[key] = _construct(v_node, path + (key,), lines, file, scalars)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_construct(v, path + (i,), lines, file) for i, v in enumerate(node.value)]
+        return [_construct(v, path + (i,), lines, file, scalars) for i, v in enumerate(node.value)]
     try:
-        return _SCALARS[node.tag](yaml.SafeLoader(""), node)
+        return _SCALARS[node.tag](scalars, node)
     except (ValueError, yaml.YAMLError) as e:
         raise InputError(f"bad value: {e}", file=file, line=node.start_mark.line + 1,
                          field=_dotted(path) or None) from None
