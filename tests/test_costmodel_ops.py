@@ -78,9 +78,17 @@ def test_moe_parts_sum_to_whole():
     assert ops.cost(_op("comm.allreduce"), dev_opt).bound in ("network", "latency")
 
 
-def test_remote_has_price():
-    c = ops.cost(_op("llm.remote"), DeviceOption("h100"))
+def test_remote_has_price_and_runs_on_a_host_cpu():
+    c = ops.cost(_op("llm.remote"), DeviceOption("xeon-sapphirerapids", precision="fp32"))
     assert c.price_per_execution > 0 and c.bound == "network"
+    priced = Operator("r", "llm.remote", dict(model="gpt-4o", provider="openai", prompt_tokens=1000,
+                                              output_tokens=100, input_usd_per_million=2.5,
+                                              output_usd_per_million=10.0, latency_ms=400,
+                                              tokens_per_second=50))
+    c = ops.cost(priced, DeviceOption("xeon-sapphirerapids", precision="fp32"))
+    assert c.price_per_execution == pytest.approx(1000 * 2.5e-6 + 100 * 10e-6)
+    assert c.latency_ms == pytest.approx(400 + 100 * 20) and c.detail["defaults_used"] == []
+    assert ops.options_for(priced, get_device("h100")) == []
 
 
 def test_options_respect_tp_and_memory():

@@ -34,10 +34,11 @@ LLM_KINDS = {"llm.prefill", "llm.decode", "llm.kv_transfer"}
 MOE_KINDS = {"expert.gate", "expert.tp_prefill", "expert.merge", "comm.allreduce", "expert.tp_decode"}
 TENSOR_KINDS = {"speech.frontend", "speech.encode", "speech.decode", "speech.synthesize", "embed.encode",
                 "memory.vector_search", "memory.rerank"}
-CPU_ONLY_KINDS = {"speech.phonemize", "memory.load", "memory.store", "tool.lookup", "tool.compute", "compute.code"}
+CPU_ONLY_KINDS = {"speech.phonemize", "memory.load", "memory.store", "tool.lookup", "tool.compute", "compute.code",
+                  "llm.remote"}  # a hosted LLM is an HTTP call from a host CPU
 BATCHED_KINDS = LLM_KINDS | MOE_KINDS | {"speech.encode", "speech.decode", "speech.synthesize", "embed.encode",
                                           "memory.rerank"}
-ALL_KINDS = LLM_KINDS | MOE_KINDS | TENSOR_KINDS | CPU_ONLY_KINDS | {"llm.remote"}
+ALL_KINDS = LLM_KINDS | MOE_KINDS | TENSOR_KINDS | CPU_ONLY_KINDS
 # Documented defaults (not fitted) for what no model card or calibration gives:
 REMOTE_DEFAULTS = {"latency_ms": 300.0, "ms_per_output_token": 20.0,
                    "price_per_input_token": 0.15e-6, "price_per_output_token": 0.6e-6}
@@ -113,8 +114,6 @@ def options_for(op, device, model=None) -> list[DeviceOption]:
     if model is None and op.attrs.get("model"):
         model = _model_or_none(op.attrs["model"])
     precs = device_precisions(device, model)
-    if kind == "llm.remote":
-        return [DeviceOption(device.id, precision=precs[0] if precs else "fp32")]
     if not precs:
         return []
     if kind in TENSOR_KINDS:
@@ -243,15 +242,24 @@ def _opcost(s: rl.StepCost, o, device, mem_gb, detail, concurrent, bound=None) -
 
 
 def _remote(op, o, device) -> OpCost:
+    """A hosted API call: the provider's latency to the first token plus its decode speed; the price
+    per token the workflow gives (llm.remote attributes), else the documented defaults. The calling
+    host only waits on the network, so it sustains TOOL_CONCURRENCY calls at once."""
     a = op.attrs
     pin, pout = int(a.get("prompt_tokens", 0) or 0), int(a.get("output_tokens", 0) or 0)
-    lat = float(a.get("latency_ms", REMOTE_DEFAULTS["latency_ms"])) + pout * float(
-        a.get("ms_per_output_token", REMOTE_DEFAULTS["ms_per_output_token"]))
-    price = pin * float(a.get("price_per_input_token", REMOTE_DEFAULTS["price_per_input_token"])) + pout * float(
-        a.get("price_per_output_token", REMOTE_DEFAULTS["price_per_output_token"]))
+    ms_per_token = (1e3 / float(a["tokens_per_second"]) if a.get("tokens_per_second")
+                    else REMOTE_DEFAULTS["ms_per_output_token"])
+    lat = float(a.get("latency_ms", REMOTE_DEFAULTS["latency_ms"])) + pout * ms_per_token
+    p_in = (float(a["input_usd_per_million"]) / 1e6 if "input_usd_per_million" in a
+            else REMOTE_DEFAULTS["price_per_input_token"])
+    p_out = (float(a["output_usd_per_million"]) / 1e6 if "output_usd_per_million" in a
+             else REMOTE_DEFAULTS["price_per_output_token"])
+    used = [k for k, given in (("latency_ms", "latency_ms" in a), ("ms_per_output_token", "tokens_per_second" in a),
+                               ("price_per_input_token", "input_usd_per_million" in a),
+                               ("price_per_output_token", "output_usd_per_million" in a)) if not given]
     return OpCost(latency_ms=lat, throughput_rps=TOOL_CONCURRENCY * 1e3 / lat, memory_gb=0.0,
-                  power_w=_power(device, "latency") * 0.05, bound="network", price_per_execution=price,
-                  detail={"provider": a.get("provider"), "defaults_used": [k for k in REMOTE_DEFAULTS if k not in a]})
+                  power_w=_power(device, "latency") * 0.05, bound="network", price_per_execution=pin * p_in + pout * p_out,
+                  detail={"provider": a.get("provider"), "defaults_used": used})
 
 
 # ---------------------------------------------------------------------------------------- CPU calibration

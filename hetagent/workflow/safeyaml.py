@@ -63,7 +63,7 @@ def read_text(path: str | Path) -> str:
 def load(text: str, file: str) -> Located:
     """Parse one YAML (or JSON) document into plain data with line numbers."""
     try:
-        node = yaml.compose(text, Loader=_LOADER)
+        node = _compose(text)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else None
@@ -78,6 +78,17 @@ def load(text: str, file: str) -> Located:
     lines: dict[tuple, int] = {}
     data = _construct(node, (), lines, file, yaml.constructor.SafeConstructor())
     return Located(data, lines, file)
+
+
+def _compose(text: str):
+    """libyaml first (fast); the pure-Python parser where libyaml refuses what YAML allows, such as
+    JSON surrogate-pair escapes (Dify's API exports write emoji that way)."""
+    try:
+        return yaml.compose(text, Loader=_LOADER)
+    except yaml.MarkedYAMLError:
+        if _LOADER is yaml.SafeLoader:
+            raise
+        return yaml.compose(text, Loader=yaml.SafeLoader)
 
 
 def _refuse_bombs(root, file: str) -> None:
