@@ -156,6 +156,21 @@ def cmd_plan(args) -> None:
             sys.stdout.write(f"wrote {args.output}\n")
 
 
+def cmd_build(args) -> None:
+    from hetagent.backends.codegen import build_from_plan
+    targets = [t for spec in args.targets or [] for t in spec.split(",") if t] or None
+    manifest = build_from_plan(args.plan, args.output, targets=targets)
+    if args.json:
+        print_json(manifest)
+        return
+    rows = [("operator", "target", "status", "note")]
+    rows += [(a["operator"], a["target"], a["status"], (a.get("note") or "")[:70]) for a in manifest["assets"]]
+    widths = [max(len(str(r[i])) for r in rows) for i in range(3)]
+    lines = ["  ".join(str(r[i]).ljust(widths[i]) for i in range(3)) + "  " + r[3] for r in rows]
+    lines.append(f"wrote {Path(args.output) / 'manifest.json'}")
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from hetagent.passes.registry import DEFAULT_PIPELINE
     p = argparse.ArgumentParser(prog="hetagent", description=(
@@ -232,6 +247,14 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("-o", "--output", help="write plan.json here")
     pl.add_argument("--json", action="store_true", help="print plan.json on one line")
     pl.set_defaults(func=cmd_plan)
+
+    b = sub.add_parser("build", help="device-specific executables for the placed tensor operators")
+    b.add_argument("plan", help="plan.json")
+    b.add_argument("-o", "--output", default="assets", help="output folder (default: assets/)")
+    b.add_argument("--targets", action="append",
+                   help="targets instead of each device's own, e.g. llvm-cpu,cuda:sm_80,rocm:gfx942,onnx")
+    b.add_argument("--json", action="store_true", help="print the manifest on one line")
+    b.set_defaults(func=cmd_build)
 
     ca = sub.add_parser("calibrate", help="measure the real operators on this machine (CPU, or --gpu)")
     from hetagent.backends.calibrate import add_arguments
