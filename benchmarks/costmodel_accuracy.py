@@ -66,15 +66,24 @@ def _peaks(device_id):
 
 
 def predict_samples(samples, device_id, params):
+    """(relative errors, memory-bound mask) where the mask has two columns: by the fitted model (tm >= tc) and by
+    the datasheet ridge (arithmetic intensity 2MNK / bytes < peak / bandwidth), which no fit can move."""
     pk, bw = _peaks(device_id)
     err, membound = cal.gemm_errors(samples, pk, bw, params)
-    return err, membound
+    a = np.array([s[:3] for s in samples], float).reshape(-1, 3)
+    m, k, n = a[:, 0], a[:, 1], a[:, 2]
+    ridge = 2 * m * n * k / (2.0 * (n * k + m * k + m * n)) < pk / bw
+    return err, np.stack([membound, ridge], axis=1)
 
 
 def summarize(err, membound) -> dict:
+    mb = membound[:, 0] if membound.ndim == 2 else membound
     out = {"all": cal._stats(err)}
-    out["memory_bound"] = cal._stats(err[membound])
-    out["compute_bound"] = cal._stats(err[~membound])
+    out["memory_bound"] = cal._stats(err[mb])
+    out["compute_bound"] = cal._stats(err[~mb])
+    if membound.ndim == 2:
+        out["memory_bound_datasheet_ridge"] = cal._stats(err[membound[:, 1]])
+        out["compute_bound_datasheet_ridge"] = cal._stats(err[~membound[:, 1]])
     return out
 
 
@@ -83,19 +92,52 @@ def catalog_ids():
     return set(list_ids("models")), set(list_ids("devices"))
 
 
+def catalog_model(name: str, models: set) -> str | None:
+    """Catalog id of a Vidur table's `<org>_<model>` (MODEL_IDS, else the model name lower-cased without 'meta-'
+    and '-hf')."""
+    if name in MODEL_IDS:
+        return MODEL_IDS[name]
+    m = name.split("_", 1)[-1].lower()
+    for c in (m, m.removesuffix("-hf"), m.removeprefix("meta-").removesuffix("-hf")):
+        if c in models:
+            return c
+    return None
+
+
+def catalog_device(name: str, devices: set) -> str | None:
+    """Catalog id of a table's device: exact, else lower-case with '_' as '-', else without trailing '-<suffix>'
+    words (h100_pcie -> h100-pcie, a100_80gb -> a100). Devices absent from the calibration JSON take its generic
+    fit with their own datasheet peaks."""
+    c = name.lower().replace("_", "-")
+    for cand in (name, c):
+        if cand in devices:
+            return cand
+    while "-" in c:
+        c = c.rsplit("-", 1)[0]
+        if c in devices:
+            return c
+    return None
+
+
 def predict_dir(vidur_dir, calibration=None) -> dict:
-    """Predict every mlp table under vidur_dir with the committed calibration (no refit)."""
+    """Predict every mlp table under vidur_dir with the committed calibration (no refit). rows: predicted rows of
+    the tables whose model is in the catalog; rows_total: all rows of those tables; errors over those rows."""
     models, devices = catalog_ids()
     calib = calibration or cal.load_gpu_calibration()
-    rows_total = rows_pred = 0
-    errs, mb, per_dev = [], [], {}
+    rows_total = rows_pred = rows_other = 0
+    errs, mb, per_dev, dev_ids, skipped = [], [], {}, {}, {}
     for path in cal.find_mlp_tables(vidur_dir):
-        dev = cal.device_of_table(path)
-        mid = MODEL_IDS.get(table_model(path))
+        mid = catalog_model(table_model(path), models)
         rows = cal.read_mlp_rows(path)
-        if mid in models:
+        if mid:
             rows_total += len(rows)
-        if dev not in devices:
+        dev = catalog_device(cal.device_of_table(path), devices)
+        if dev is None:
+            skipped[path.name] = f"device '{cal.device_of_table(path)}' not in the catalog"
+            continue
+        dev_ids[cal.device_of_table(path)] = {"device": dev, "calibration": cal.gpu_params(dev, calib)[1]}
+        if not mid:
+            rows_other += len(rows)
             continue
         params = cal.gpu_params(dev, calib)[0]["gemm"]
         samples = cal.gemm_samples(rows)
@@ -105,11 +147,12 @@ def predict_dir(vidur_dir, calibration=None) -> dict:
         per_dev.setdefault(dev, ([], []))
         per_dev[dev][0].append(e), per_dev[dev][1].append(m)
     e = np.concatenate(errs) if errs else np.array([])
-    m = np.concatenate(mb) if mb else np.array([], bool)
+    m = np.concatenate(mb) if mb else np.zeros((0, 2), bool)
     s = cal._stats(e)
     return {"median_ape": s.get("median_ape"), "p90_ape": s.get("p90_ape"), "samples": s.get("rows", 0),
             "rows": rows_pred, "rows_total": rows_total,
             "coverage": rows_pred / rows_total if rows_total else 0.0,
+            "rows_of_models_not_in_catalog": rows_other, "devices": dev_ids, "skipped_tables": skipped,
             "by_device": {d: summarize(np.concatenate(a), np.concatenate(b)) for d, (a, b) in per_dev.items()},
             "by_regime": summarize(e, m) if e.size else {}}
 
@@ -166,6 +209,73 @@ def in_sample(vidur_dir, calib) -> dict:
     return out
 
 
+# ------------------------------------------------------------------------------------------------------ CPU
+# Operator attributes that reproduce one calibration sample of each kind (units -> the op's attrs).
+CPU_OP_ATTRS = {
+    "speech.frontend": lambda u, e: {"model": "whisper-tiny", "audio_seconds": u},
+    "speech.encode": lambda u, e: {"model": "whisper-tiny", "audio_seconds": u},
+    "speech.decode": lambda u, e: {"model": "whisper-tiny", "output_tokens": int(u)},
+    "speech.phonemize": lambda u, e: {"model": "piper-joe-medium", "text_tokens": int(u)},
+    "speech.synthesize": lambda u, e: {"model": "piper-joe-medium", "text_tokens": int(u)},
+    "embed.encode": lambda u, e: {"model": "all-minilm-l6-v2", "tokens": int(u)},
+    "llm.prefill": lambda u, e: {"model": "gemma-3-270m", "prompt_tokens": int(u), "output_tokens": 1},
+    "llm.decode": lambda u, e: {"model": "gemma-3-270m", "prompt_tokens": int(u), "output_tokens": 1},
+    "llm.kv_transfer": lambda u, e: {"model": "gemma-3-270m", "kv_bytes": u,
+                                     "prompt_tokens": max(1, int(u // (e.get("kv_bytes_per_token") or 1)))},
+}
+
+
+def _vector_attrs(e):
+    return [{"index_size": r["index_size"], "dims": r["dims"], "top_k": r.get("top_k", 5)} for r in e.get("runs", [])]
+
+
+def cpu_section(calibration_path=None, device_id="local-cpu", fleet="local-cpu") -> dict:
+    """Predicted vs measured CPU operators (cpu_calibration.json samples).
+    loso: each sample predicted by the operator's line (operators.cpu_line, its model form) refitted without it;
+    device: hetagent.costmodel.operators.cost on `device_id` (the host, declared in configs/fleets/local-cpu.yaml)."""
+    from hetagent.costmodel import operators as ops
+    from hetagent.costmodel.fleet import load_fleet
+    from hetagent.costmodel.types import DeviceOption
+    from hetagent.ir.opgraph import Operator
+    c = cal.load_cpu_calibration(calibration_path)
+    if not c:
+        return {"skipped": "no cpu_calibration.json"}
+    if calibration_path:       # operators.cost reads the default file: point it at this one
+        cal.CPU_CALIBRATION = Path(calibration_path)
+    devices = load_fleet(fleet).resolve()[0]
+    out, all_loso, all_dev = {}, [], []
+    for kind, e in sorted(c["operators"].items()):
+        samples = [(float(u), float(t)) for u, t in e.get("samples", [])]
+        model = ops._model_or_none(CPU_OP_ATTRS[kind](1, e).get("model")) if kind in CPU_OP_ATTRS else None
+        loso = []
+        for i, (u, t) in enumerate(samples):
+            rest = samples[:i] + samples[i + 1:]
+            line = ops.cpu_line(kind, rest, model)
+            pred = ops.cpu_line_seconds(kind, line, 1 if kind == "llm.decode" else u, context=u)
+            loso.append({"units": u, "measured_s": t, "predicted_s": pred, "error": pred / t - 1})
+        attrs = _vector_attrs(e) if kind == "memory.vector_search" else [
+            CPU_OP_ATTRS[kind](u, e) if kind in CPU_OP_ATTRS else {} for u, _ in samples]
+        dev = []
+        for (u, t), a in zip(samples, attrs):
+            op = Operator(f"cal.{kind}", kind, a)
+            opts = ops.options_for(op, devices[device_id])
+            o = next((x for x in opts if x.batch == 1 and x.precision == "fp32"), None) or \
+                (opts[0] if opts else DeviceOption(device_id, precision="fp32"))
+            r = ops.cost(op, o, devices)
+            pred = r.latency_ms / 1e3
+            dev.append({"units": u, "measured_s": t, "predicted_s": pred, "error": pred / t - 1,
+                        "form": (r.detail or {}).get("form"), "scaling": (r.detail or {}).get("scaling")})
+        out[kind] = {"model": e.get("model"), "unit": e.get("unit"), "bound": e.get("bound"),
+                     "form": ops.cpu_line(kind, samples, model)["regressor"] if kind != "llm.decode" else "context",
+                     "loso": cal._stats([x["error"] for x in loso]), "device": cal._stats([x["error"] for x in dev]),
+                     "loso_points": loso, "device_points": dev}
+        all_loso += [x["error"] for x in loso]
+        all_dev += [x["error"] for x in dev]
+    return {"host": {k: c.get("host", {}).get(k) for k in ("cpu", "cores", "clock_ghz", "date", "load_average_before")},
+            "load_average_after": c.get("load_average_after"), "device": device_id,
+            "loso": cal._stats(all_loso), "device_all": cal._stats(all_dev), "operators": out}
+
+
 # ---------------------------------------------------------------------------------------------- serving
 def serving(engine=True) -> dict:
     from hetagent.costmodel.devices import get_device
@@ -197,6 +307,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--vidur", help="predict the mlp tables in DIR with the committed calibration (no refit)")
     ap.add_argument("--json", action="store_true", help="print one line of JSON")
+    ap.add_argument("--cpu-calibration", help="CPU calibration JSON to check (default: the committed one)")
     ap.add_argument("-o", "--output", default=str(RESULTS))
     args = ap.parse_args(argv)
     calib = cal.load_gpu_calibration()
@@ -210,11 +321,15 @@ def main(argv=None) -> int:
     res = {"committed_calibration": predict_dir(d, calib), "in_sample": in_sample(d, calib), "lodo": lodo(d),
            "held_out_models": held_out_models(d / "vidur_mlp_layer_summary_a100_a40.csv", calib),
            "serving": serving(True), "serving_without_engine_overheads": serving(False),
+           "cpu": cpu_section(args.cpu_calibration),
            "targets": {"median_ape": TARGET_MEDIAN, "p90_ape": TARGET_P90, "coverage": MIN_COVERAGE,
                        "serving_median_ape": 0.25}}
     views = {**{f"in_sample.{k}.{r}": v[r] for k, v in res["in_sample"].items() for r in v},
-             **{f"lodo.{k}.{r}": v[r] for k, v in res["lodo"].items() for r in ("all", "memory_bound", "compute_bound")},
-             **{f"held_out.{k}.{r}": v[r] for k, v in res["held_out_models"].items() if k != "models" for r in v}}
+             **{f"lodo.{k}.{r}": v[r] for k, v in res["lodo"].items() for r in v if r != "params"},
+             **{f"held_out.{k}.{r}": v[r] for k, v in res["held_out_models"].items() if k != "models" for r in v},
+             **{f"cpu.{w}.{k}": v[w] for k, v in res["cpu"].get("operators", {}).items() for w in ("loso", "device")},
+             **({"cpu.loso.all": res["cpu"]["loso"], "cpu.device.all": res["cpu"]["device_all"]} if "loso" in res["cpu"]
+                else {})}
     res["failed_views"] = [k for k, v in views.items() if not meets(v)]
     res["ok"] = not res["failed_views"] and res["committed_calibration"]["coverage"] >= MIN_COVERAGE
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
@@ -223,6 +338,7 @@ def main(argv=None) -> int:
         c = res["committed_calibration"]
         print(json.dumps({"median_ape": c["median_ape"], "p90_ape": c["p90_ape"], "rows": c["rows"],
                           "rows_total": c["rows_total"], "serving_median_ape": res["serving"]["median_ape"],
+                          "cpu_loso": res["cpu"].get("loso"), "cpu_device": res["cpu"].get("device_all"),
                           "failed_views": res["failed_views"], "ok": res["ok"]}, separators=(",", ":")))
     else:
         for k, v in views.items():

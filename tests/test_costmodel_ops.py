@@ -130,3 +130,26 @@ def test_estimate_errors(kwargs, exc, text):
     with pytest.raises(exc, match=text) as e:
         estimate(**kwargs)
     assert "\n" not in str(e.value)
+
+
+def test_cpu_line_forms():
+    from hetagent.costmodel import operators as ops
+    assert ops.fit_cpu_line([1, 2, 3], [2, 3, 4]) == (1.0, 1.0)
+    assert ops.fit_cpu_line([1, 2], [1, 3])[0] == 0.0           # negative intercept: through the origin
+    fx, name = ops.cpu_regressor("speech.encode")
+    assert name == "whisper_window" and fx(10) == 1 and fx(31) == 2
+    line = ops.cpu_line("llm.decode", [(0, 1.0), (100, 2.0)])
+    assert abs(ops.cpu_line_seconds("llm.decode", line, 3, context=50) - 4.5) < 1e-9
+
+
+def test_local_cpu_is_the_calibration_host_unscaled():
+    from hetagent.costmodel import calibration as cal
+    from hetagent.costmodel import operators as ops
+    from hetagent.costmodel.fleet import load_fleet
+    c = cal.load_cpu_calibration()
+    if not c:
+        return
+    dev = load_fleet("local-cpu").resolve()[0]["local-cpu"]
+    assert ops._same_host(dev, c["host"])
+    secs, info = ops._calibrated_seconds("speech.decode", {"model": "whisper-tiny", "output_tokens": 13}, dev)
+    assert info["scale"] == 1.0 and secs > 0

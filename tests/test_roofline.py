@@ -108,3 +108,19 @@ def test_calibration_has_provenance():
 
 def test_cpu_calibration_absent_returns_none(tmp_path):
     assert cal.load_cpu_calibration(tmp_path / "missing.json") is None
+
+
+def test_gemm_tile_padding_in_compute_term():
+    from hetagent.costmodel import calibration as cal
+    p = {"eff_compute": 1.0, "eff_memory": 1.0, "smooth_k": 50.0, "overhead_us": 0.0}
+    _, tc0, _ = cal.gemm_time_s(1.0, 4096, 4096, 1e15, 1e12, p)
+    _, tc1, _ = cal.gemm_time_s(1.0, 4096, 4096, 1e15, 1e12, dict(p, tile_pad_rows=32.0))
+    assert abs(tc1 / tc0 - 33.0) < 1e-9          # one row costs the work of 1 + 32 rows
+    g = cal.load_gpu_calibration()["devices"]["generic"]["gemm"]
+    assert g["tile_pad_rows"] == cal.TILE_PAD_ROWS
+
+
+def test_unmeasured_gpu_takes_generic_calibration():
+    from hetagent.costmodel import calibration as cal
+    for dev in ("h100", "h200", "b200"):
+        assert cal.gpu_params(dev)[1] == "generic"

@@ -7,7 +7,8 @@ scipy and runs from the command line:
 
 Models fitted (docs/costmodel.md has the derivation):
 - GEMM (one linear layer, M tokens x K in -> N out, fp16):  t = (tc^k + tm^k)^(1/k) + t0 with
-  tc = 2MNK / (peak_fp16 * eff_compute), tm = 2(NK + MK + MN) / (bandwidth * eff_memory).
+  tc = 2(M + 32)NK / (peak_fp16 * eff_compute) (32: the mean tile padding, TILE_PAD_ROWS, fixed),
+  tm = 2(NK + MK + MN) / (bandwidth * eff_memory).
   Fitted per device (a100, a40) and across both ("generic", used for every device never measured), by least
   squares on log(predicted / measured) over the four linear ops of every row of the `*__mlp.csv.gz` tables.
 - Elementwise kernels (layer norms, rope, activation, residual add): t = t0 + bytes / (bandwidth * eff_memory).
@@ -74,10 +75,18 @@ def smooth_max(a, b, k):
     return (a ** k + b ** k) ** (1.0 / k)
 
 
+# Tile quantization: a tensor-core GEMM kernel computes whole tiles of rows (64 rows is the smallest common tile
+# height: one Hopper wgmma instruction, CUTLASS's smallest sm80 tensor-core threadblock tiles), so it does the work
+# of ceil(M/64) x 64 rows. Averaged over M that is M + 32 rows: the compute term counts TILE_PAD_ROWS more rows.
+# Fixed a priori, not fitted: it is what lets one device's fit carry over to another (docs/costmodel.md).
+TILE_PAD_ROWS = 32.0
+
+
 def gemm_time_s(m, k_in, n_out, peak_flops, bandwidth, p, bytes_per_el=2.0, weight_bytes_per_el=None):
-    """Seconds of one GEMM (m x k_in) @ (k_in x n_out); peak_flops in FLOP/s, bandwidth in B/s."""
+    """Seconds of one GEMM (m x k_in) @ (k_in x n_out); peak_flops in FLOP/s, bandwidth in B/s.
+    Returns (t, tc, tm); tc counts the tile padding p["tile_pad_rows"] (0 where absent: CPUs, old files)."""
     wb = bytes_per_el if weight_bytes_per_el is None else weight_bytes_per_el
-    tc = 2.0 * m * n_out * k_in / (peak_flops * p["eff_compute"])
+    tc = 2.0 * (m + p.get("tile_pad_rows", 0.0)) * n_out * k_in / (peak_flops * p["eff_compute"])
     tm = (wb * n_out * k_in + bytes_per_el * (m * k_in + m * n_out)) / (bandwidth * p["eff_memory"])
     return smooth_max(tc, tm, p["smooth_k"]) + p["overhead_us"] * 1e-6, tc, tm
 
@@ -174,12 +183,12 @@ def fit_gemm(samples_by_device: dict, peaks: dict) -> dict:
         arrays.append((a, peaks[dev]))
 
     def resid(x):
-        p = dict(eff_compute=x[0], eff_memory=x[1], smooth_k=x[2], overhead_us=x[3])
+        p = dict(eff_compute=x[0], eff_memory=x[1], smooth_k=x[2], overhead_us=x[3], tile_pad_rows=TILE_PAD_ROWS)
         return np.concatenate([np.log(gemm_time_s(a[:, 0], a[:, 1], a[:, 2], pk, bw, p)[0] / a[:, 3])
                                for a, (pk, bw) in arrays])
     r = least_squares(resid, [0.7, 0.8, 2.0, 4.0], bounds=([0.05, 0.05, 1.0, 0.0], [1.0, 1.0, 20.0, 100.0]))
     return {"eff_compute": round(float(r.x[0]), 4), "eff_memory": round(float(r.x[1]), 4),
-            "smooth_k": round(float(r.x[2]), 4), "overhead_us": round(float(r.x[3]), 3)}
+            "smooth_k": round(float(r.x[2]), 4), "overhead_us": round(float(r.x[3]), 3), "tile_pad_rows": TILE_PAD_ROWS}
 
 
 def gemm_errors(samples, peak, bw, p):
@@ -313,7 +322,7 @@ def fit_gpu_calibration(vidur_dir) -> dict:
             "rows_total": sum(counts.values()),
             "peaks": {d: {"fp16_tflops": peaks[d][0] / 1e12, "bandwidth_gbs": peaks[d][1] / 1e9} for d in MEASURED},
             "method": ("scipy.optimize.least_squares on log(predicted/measured) of the median columns; "
-                       "GEMM: t=(tc^k+tm^k)^(1/k)+t0 over attn_pre_proj, attn_post_proj, mlp_up_proj, "
+                       "GEMM: t=(tc^k+tm^k)^(1/k)+t0, tc on M+tile_pad_rows rows, over attn_pre_proj, attn_post_proj, mlp_up_proj, "
                        "mlp_down_proj; generic = one fit across a100 and a40 rows"),
             "size_column": ("Vidur network `size` counts fp16 elements (GraphedCollective allocates "
                             "torch.empty(size, dtype=float16)); bytes = 2*size. Checked: this gives bus bandwidths "

@@ -272,10 +272,96 @@ def _model_matches(entry_model, op_model) -> bool:
     return all(w in e for w in op_model.lower().replace("_", "-").split("-"))
 
 
+# Model forms of the CPU calibration (docs/calibration.md): seconds = fixed + per_x x x, x a regressor of the
+# operator's units chosen by what the operator does, refitted on the entry's samples (least squares, through the
+# origin when the intercept comes out negative, as hetagent.backends.calibrate fits):
+# - speech.frontend / speech.encode: Whisper pads every window to 30 s, so x = ceil(audio / 30) windows;
+# - llm.prefill: compute-bound, x = FLOPs of the prompt: 2 x non-embedding params x n plus the causal attention
+#   4 L H d n^2 / 2 (model card; without a card, x = n);
+# - llm.decode: samples are [context, seconds per token]; seconds = output_tokens x (fixed + per x context);
+# - every other kind: x = units (the line calibrate stored).
+WHISPER_WINDOW_S = 30.0
+
+
+def cpu_regressor(kind, model=None):
+    """(x(units) -> regressor, name) for the CPU calibration line of this operator kind."""
+    if kind in ("speech.frontend", "speech.encode"):
+        return (lambda n: math.ceil(max(float(n), 1e-9) / WHISPER_WINDOW_S)), "whisper_window"
+    if kind == "llm.prefill" and model is not None:
+        h, heads = model.hidden_size, model.heads
+        hd = getattr(model, "head_dim", None) or h // heads
+        dense = max(float(model.params_active or model.params_total) - model.vocab_size * h, 0.0)
+        att = 2.0 * model.layers * heads * hd          # 4 L H d n^2 / 2 (QK^T and PV, causal half)
+        return (lambda n: 2.0 * dense * n + att * n * n), "prefill_flops"
+    return (lambda n: float(n)), "unit"
+
+
+def fit_cpu_line(xs, ys) -> tuple[float, float]:
+    """(fixed, per_x): least squares; a negative intercept is noise, refitted through the origin."""
+    xs, ys = [float(x) for x in xs], [float(y) for y in ys]
+    n = len(xs)
+    if n == 0:
+        return 0.0, 0.0
+    sxx = sum(x * x for x in xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    vx = sum((x - mx) ** 2 for x in xs)
+    if n >= 2 and vx > 0:
+        per = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / vx
+        fixed = my - per * mx
+        if fixed >= 0:
+            return fixed, per
+    if sxx > 0:
+        return 0.0, sum(x * y for x, y in zip(xs, ys)) / sxx
+    return my, 0.0
+
+
+def cpu_line(kind, samples, model=None) -> dict:
+    """The fitted line of one CPU operator on `samples` ([units, seconds] pairs; decode: [context, s/token])."""
+    fx, name = cpu_regressor(kind, model)
+    fixed, per = fit_cpu_line([fx(u) for u, _ in samples], [s for _, s in samples])
+    return {"fixed": fixed, "per_x": per, "regressor": name, "fx": fx}
+
+
+def cpu_line_seconds(kind, line, units, context=None) -> float:
+    """Seconds on the calibration host for `units` of work (decode: output tokens at `context`)."""
+    if kind == "llm.decode":
+        ctx = float(context or 0.0)
+        return (line["fixed"] + line["per_x"] * ctx) * float(units or 0)
+    return line["fixed"] + line["per_x"] * line["fx"](float(units or 0))
+
+
+def _entry_line(kind, e, model):
+    """The entry's line in this kind's form: refitted on its samples, else the stored figures."""
+    samples = e.get("samples") or []
+    if kind == "llm.decode" and "seconds_per_unit_at_zero_context" in e:
+        return {"fixed": e["seconds_per_unit_at_zero_context"], "per_x": e.get("seconds_per_unit_per_context_token", 0.0),
+                "regressor": "context", "fx": float}
+    if samples and cpu_regressor(kind, model)[1] != "unit":
+        return cpu_line(kind, samples, model)
+    return {"fixed": float(e.get("fixed_seconds", 0.0) or 0.0), "per_x": float(e["seconds_per_unit"]),
+            "regressor": "unit", "fx": float}
+
+
+def _same_host(device, host: dict) -> bool:
+    """The device is the machine the calibration ran on: same core count, clock within 2%, and the calibration's
+    CPU name (e.g. 'AMD EPYC') in the device's name. Its measurements then apply unscaled: two bandwidth figures
+    measured on one shared host at different times differ by far more than the operators do."""
+    try:
+        cores_ok = int(device.cores or 0) == int(host.get("cores") or -1)
+        clk = float(device.all_core_clock_ghz or device.base_clock_ghz or 0)
+        clock_ok = clk > 0 and abs(clk - float(host.get("clock_ghz") or 0)) <= 0.02 * clk
+        words = str(host.get("cpu") or "").lower().split()
+        name_ok = bool(words) and all(w in str(device.name).lower() for w in words)
+        return cores_ok and clock_ok and name_ok
+    except (TypeError, ValueError):
+        return False
+
+
 def _calibrated_seconds(kind, attrs, device, context=None):
-    """Seconds from cpu_calibration.json (fixed_seconds + seconds_per_unit x units) for this kind and model, scaled
-    to the device: compute-bound entries by host peak GFLOP/s over the device's fp32 peak, memory-bound ones by
-    the host's measured bandwidth over the device's bandwidth x CPU_DEFAULTS eff_memory. None when not measured.
+    """Seconds from cpu_calibration.json for this kind and model (the entry's line in the form cpu_regressor names),
+    scaled to the device: not at all on the calibration host itself (_same_host); compute-bound entries by host
+    peak GFLOP/s over the device's fp32 peak, memory-bound ones by the host's measured bandwidth over the device's
+    bandwidth x CPU_DEFAULTS eff_memory. None when not measured.
     Compute-bound entries scale per core: one execution keeps the host's thread count."""
     c = cal.load_cpu_calibration()
     e = ((c or {}).get("operators") or {}).get(kind)
@@ -286,13 +372,17 @@ def _calibrated_seconds(kind, attrs, device, context=None):
          "output_token": attrs.get("output_tokens"), "prompt_token": attrs.get("prompt_tokens"),
          "text_token": attrs.get("text_tokens"), "kv_byte": attrs.get("kv_bytes"), "byte": attrs.get("bytes"),
          "stored_float": float(attrs.get("index_size", 0) or 0) * float(attrs.get("dims", 0) or 0)}.get(unit, 1)
-    per = float(e["seconds_per_unit"])
-    if unit == "output_token" and context is not None and "seconds_per_unit_at_zero_context" in e:
-        per = e["seconds_per_unit_at_zero_context"] + e.get("seconds_per_unit_per_context_token", 0.0) * context
-    secs = float(e.get("fixed_seconds", 0.0) or 0.0) + per * float(n or 0)
+    model = _model_or_none(attrs.get("model")) if kind == "llm.prefill" else None
+    line = _entry_line(kind, e, model)
+    if kind == "llm.decode" and context is None:
+        secs = float(e["seconds_per_unit"]) * float(n or 0)
+    else:
+        secs = cpu_line_seconds(kind, line, n, context)
     host = c.get("host") or {}
     scale, how = 1.0, "unscaled (host speed unknown)"
-    if e.get("bound") == "memory" and host.get("mem_bandwidth_gbs") and device.memory_bandwidth_gbs:
+    if _is_cpu(device) and _same_host(device, host):
+        how = "unscaled: the device is the calibration host"
+    elif e.get("bound") == "memory" and host.get("mem_bandwidth_gbs") and device.memory_bandwidth_gbs:
         scale = host["mem_bandwidth_gbs"] / (device.memory_bandwidth_gbs * rl.CPU_DEFAULTS["gemm"]["eff_memory"])
         how = "scaled by measured host bandwidth / device bandwidth x eff_memory"
     elif host.get("peak_gflops_estimate") and (device.peak_tflops or {}).get("fp32"):
@@ -302,7 +392,7 @@ def _calibrated_seconds(kind, attrs, device, context=None):
         scale = (host["peak_gflops_estimate"] / hc) / (device.peak_tflops["fp32"] * 1e3 / dc) * hc / threads
         how = "scaled by host / device fp32 peak per core (same thread count)"
     return secs * scale, {"calibrated": True, "calibration_model": e.get("model"), "unit": unit, "units": n,
-                          "scaling": how, "scale": round(scale, 4)}
+                          "form": line["regressor"], "scaling": how, "scale": round(scale, 4)}
 
 
 def _cpu_only(op, o, device) -> OpCost:
