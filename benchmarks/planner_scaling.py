@@ -11,7 +11,6 @@ the whole catalog takes seconds). `seconds` is the placement alone: building the
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import pickle
@@ -179,6 +178,8 @@ def run(n_ops: int, time_limit_s: float = 30, gap: float = 0.01, seed: int = 0) 
     return {"ops": sum(len(g.operators) for g in graphs), "workflows": len(graphs), "binaries": nvars, "thinned": out.prep.thinned,
             "status": out.info.status, "gap": out.info.gap, "seconds": round(total, 3),
             "solve_seconds": round(out.info.seconds, 3), "solver": out.info.solver,
+            "phases": {k: round(v, 4) if isinstance(v, float) else v for k, v in (out.info.phases or {}).items()},
+            "loadavg": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count(),
             "per_hour": out.evaluation.per_hour if out.evaluation else None,
             "fleet": {d: n for d, n in sorted(out.evaluation.counts.items()) if n} if out.evaluation else None}
 

@@ -277,3 +277,56 @@ def test_voice_agent_plan_is_never_worse_than_a_baseline():
     assert plan.tco["per_hour"] <= best + 1e-9
     assert plan.predicted["meets_sla"]
     assert plan.solver["status"] in ("optimal", "feasible")
+
+
+def _scaling_problem(n_ops):
+    import importlib.util
+    from pathlib import Path
+    from hetagent.costmodel.devices import load_catalog
+    spec = importlib.util.spec_from_file_location(
+        "planner_scaling", Path(__file__).resolve().parent.parent / "benchmarks" / "planner_scaling.py")
+    ps = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ps)
+    cat = load_catalog()
+    gs = ps.workflows(n_ops)
+    return build_problem(gs, ps.cost_tables(gs, cat), None, None, cat, hour_costs=ps.hour_costs(cat))
+
+
+def test_lp_guided_strategy_matches_plain_solve_and_reports_an_honest_gap(monkeypatch):
+    import importlib
+    S = importlib.import_module("hetagent.placement.solve")
+    pb = _scaling_problem(20)
+    plain = solve_problem(pb, None, 60, 1e-6)
+    monkeypatch.setattr(S, "LP_GUIDED_MIN_OPTIONS", 0)
+    guided = solve_problem(pb, None, 60, 1e-6)
+    assert guided.info.phases and "lp_bound" in guided.info.phases
+    assert guided.info.phases["lp_bound"] <= plain.evaluation.per_hour + 1e-6       # a valid bound
+    assert guided.info.status in ("optimal", "feasible")
+    assert guided.evaluation.per_hour <= plain.evaluation.per_hour * (1 + 1e-4) + 1e-9
+    if guided.info.gap is not None:        # the gap is against a bound of the full model
+        lo = guided.evaluation.per_hour * (1 - guided.info.gap)
+        assert lo <= plain.evaluation.per_hour + 1e-6
+
+
+def test_lagrangian_bound_is_valid_and_no_weaker_than_the_lp():
+    import time
+    import highspy
+    import numpy as np
+    import pulp
+    from hetagent.placement import milp
+    from hetagent.placement.solve import _lagrangian_bound
+    pb = _scaling_problem(30)
+    best = solve_problem(pb, None, 60, 1e-6)
+    prep = milp.prepare(pb)
+    m = milp.build(pb, prep)
+    solver = pulp.HiGHS(msg=False)
+    solver.createAndConfigureSolver(m.prob)
+    solver.buildSolverModel(m.prob)
+    h = m.prob.solverModel
+    h.setOptionValue("solve_relaxation", True)
+    h.run()
+    assert h.getModelStatus() == highspy.HighsModelStatus.kOptimal
+    lp = h.getInfo().objective_function_value
+    lag = _lagrangian_bound(h, np.array([v.index for v in m.n.values()]), time.perf_counter() + 60)
+    assert lag is not None
+    assert lp - 1e-6 <= lag <= best.info.objective + 1e-6
