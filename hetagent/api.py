@@ -17,7 +17,7 @@ from hetagent.workflow.builder import WorkflowBuilder
 from hetagent.workflow.model import Workflow
 
 __all__ = ["load", "compile", "to_mlir", "parse_mlir", "operator_graph", "estimate", "cost", "plan",
-           "sweep_sla", "WorkflowBuilder", "Workflow", "DEFAULT_PIPELINE"]
+           "sweep_sla", "report", "WorkflowBuilder", "Workflow", "DEFAULT_PIPELINE"]
 
 PLAN_PRECISIONS = ("fp16", "bf16")  # LLM precisions planned by default: no quantization
 
@@ -189,3 +189,10 @@ def cost(source, devices: list[str] | None = None, catalog: str = "default") -> 
         rows.append({"operator": op.name, "kind": op.kind, "weight": round(op.weight, 4),
                      "devices": per_device})
     return {"workflow": graph.workflow, "catalog": catalog, "operators": rows}
+
+
+def report(plan, fmt: str | None = None, out=None, **kwargs):
+    """The TCO report of a plan (a Plan, plan.json path, text or dict): HTML, Markdown or JSON.
+    Writes `out` when given; returns the text (html, md) or the report model (json)."""
+    from hetagent.report import report as _report
+    return _report(plan, fmt, out, **kwargs)

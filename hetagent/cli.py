@@ -10,26 +10,13 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
+from hetagent.atomic import write_atomic
 from hetagent.errors import HetagentError
 
 
-def write_output(path: str, text: str | bytes) -> None:
-    """Write all or nothing: a temporary file beside the target, renamed over it."""
-    target = Path(path)
-    if target.parent and not target.parent.exists():
-        raise HetagentError(f"{path}: directory {target.parent} does not exist")
-    data = text.encode() if isinstance(text, str) else text
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+write_output = write_atomic
 
 
 def print_json(doc) -> None:
@@ -255,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="targets instead of each device's own, e.g. llvm-cpu,cuda:sm_80,rocm:gfx942,onnx")
     b.add_argument("--json", action="store_true", help="print the manifest on one line")
     b.set_defaults(func=cmd_build)
+
+    from hetagent.report.commands import add_commands as report_commands
+    report_commands(sub)
 
     ca = sub.add_parser("calibrate", help="measure the real operators on this machine (CPU, or --gpu)")
     from hetagent.backends.calibrate import add_arguments
