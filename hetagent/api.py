@@ -17,7 +17,7 @@ from hetagent.workflow.builder import WorkflowBuilder
 from hetagent.workflow.model import Workflow
 
 __all__ = ["load", "compile", "to_mlir", "parse_mlir", "operator_graph", "estimate", "cost", "plan",
-           "sweep_sla", "report", "WorkflowBuilder", "Workflow", "DEFAULT_PIPELINE"]
+           "sweep_sla", "report", "run", "Client", "WorkflowBuilder", "Workflow", "DEFAULT_PIPELINE"]
 
 PLAN_PRECISIONS = ("fp16", "bf16")  # LLM precisions planned by default: no quantization
 
@@ -196,3 +196,17 @@ def report(plan, fmt: str | None = None, out=None, **kwargs):
     Writes `out` when given; returns the text (html, md) or the report model (json)."""
     from hetagent.report import report as _report
     return _report(plan, fmt, out, **kwargs)
+
+
+def run(plan, **kwargs) -> dict:
+    """Deploy a plan on Ray (embedded, or an existing cluster with address=...) and send requests;
+    returns the run report (requests, completed, failed, refused, lost, latency_ms, sla_attainment, ...)."""
+    from hetagent.runtime.commands import run as _run
+    return _run(plan, **kwargs)
+
+
+def __getattr__(name):
+    if name == "Client":  # the HTTP client of `hetagent serve`; imported on use (needs httpx)
+        from hetagent.runtime.client import Client
+        return Client
+    raise AttributeError(name)

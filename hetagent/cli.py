@@ -245,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from hetagent.report.commands import add_commands as report_commands
     report_commands(sub)
+    from hetagent.runtime.commands import add_commands as runtime_commands
+    runtime_commands(sub)
 
     ca = sub.add_parser("calibrate", help="measure the real operators on this machine (CPU, or --gpu)")
     from hetagent.backends.calibrate import add_arguments

@@ -35,6 +35,7 @@ MOE_KINDS = {"expert.gate", "expert.tp_prefill", "expert.merge", "comm.allreduce
 TENSOR_KINDS = {"speech.frontend", "speech.encode", "speech.decode", "speech.synthesize", "embed.encode",
                 "memory.vector_search", "memory.rerank"}
 CPU_ONLY_KINDS = {"speech.phonemize", "memory.load", "memory.store", "tool.lookup", "tool.compute", "compute.code",
+                  "compute.fused",  # CPU operators merged by the `fuse` pass: their summed cpu_ms
                   "llm.remote"}  # a hosted LLM is an HTTP call from a host CPU
 BATCHED_KINDS = LLM_KINDS | MOE_KINDS | {"speech.encode", "speech.decode", "speech.synthesize", "embed.encode",
                                           "memory.rerank"}
@@ -408,7 +409,7 @@ def _cpu_only(op, o, device) -> OpCost:
         detail.update(cv=a.get("latency_cv"), network_s=net)
         return OpCost(lat * 1e3, TOOL_CONCURRENCY / max(lat, 1e-9), 0.01, _power(device, "network") / par,
                       "network", detail=detail)
-    if kind in ("tool.compute", "compute.code"):
+    if kind in ("tool.compute", "compute.code", "compute.fused"):
         lat = secs if secs is not None else float(a.get("cpu_ms", 0) or 0) * 1e-3
         return OpCost(max(lat * 1e3, 1e-6), par / max(lat, 1e-9), 0.1, _power(device, "compute") / par,
                       "compute", detail=detail)

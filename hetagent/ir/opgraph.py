@@ -25,6 +25,7 @@ Attribute vocabulary per kind (all sizes per single execution, one request):
   tool.lookup       tool, latency_ms, latency_cv, request_bytes, response_bytes
   tool.compute      tool, cpu_ms
   compute.code      cpu_ms
+  compute.fused     cpu_ms, parts (the fused operators' names; made by the `fuse` pass)
 Speech operators also carry `audio_ms` (the IR's unit). Every operator also has `bytes_out` (the payload it hands to its successors, for transfer time).
 """
 from __future__ import annotations

@@ -1,0 +1,155 @@
+"""Run metrics: every request counted (completed, failed, refused, lost), latency percentiles per
+stage and end to end, SLA attainment, throughput, emulated operators, predicted versus measured."""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+def percentiles(xs, ps=(50, 95, 99)) -> dict:
+    if not len(xs):
+        return {f"p{p}": None for p in ps}
+    a = np.asarray(xs, float)
+    return {f"p{p}": round(float(np.percentile(a, p)), 3) for p in ps}
+
+
+@dataclass
+class RequestRecord:
+    id: str
+    status: str = "pending"          # completed | failed | refused | lost
+    sent: float = 0.0                # time.time()
+    latency_ms: float | None = None
+    stages: dict = field(default_factory=dict)      # operator -> ms (queue + service)
+    service: dict = field(default_factory=dict)     # operator -> ms (replica side)
+    error: str | None = None
+    retries: int = 0
+    kv: list = field(default_factory=list)          # [(operator, bytes, ms)]
+
+
+class RunMetrics:
+    """Thread-safe collection; summary() is the run report."""
+
+    def __init__(self, sla_ms: float | None = None):
+        self.sla_ms = sla_ms
+        self.records: dict[str, RequestRecord] = {}
+        self.lock = threading.Lock()
+        self.started = time.time()
+        self.standin: dict[str, dict] = {}            # operator -> {own_ms[], predicted_ms, slower}
+
+    def new(self, rid: str) -> RequestRecord:
+        r = RequestRecord(rid, sent=time.time())
+        with self.lock:
+            self.records[rid] = r
+        return r
+
+    def note_standin(self, op: str, meta: dict) -> None:
+        if not meta.get("emulated"):
+            return
+        with self.lock:
+            s = self.standin.setdefault(op, {"own_ms": [], "predicted_ms": meta.get("predicted_ms"),
+                                             "slower": 0})
+            s["own_ms"].append(meta.get("own_ms", 0.0))
+            s["slower"] += int(bool(meta.get("standin_slower")))
+
+    def recent(self, window_s: float = 10.0) -> dict:
+        """Rate, latency and attainment over the last window (the live view, the slow path)."""
+        now = time.time()
+        with self.lock:
+            rs = [r for r in self.records.values() if r.sent >= now - window_s]
+        done = [r for r in rs if r.status == "completed"]
+        lat = [r.latency_ms for r in done]
+        return {"rate": len(rs) / window_s, "completed": len(done),
+                "refused": sum(r.status == "refused" for r in rs),
+                "failed": sum(r.status == "failed" for r in rs),
+                "latency_ms": percentiles(lat),
+                "sla_attainment": _attain(lat, self.sla_ms),
+                "stages": {op: float(np.median(v)) for op, v in _stage_lists(done).items()}}
+
+    def summary(self, predicted: dict | None = None, emulated: list[str] | None = None,
+                wall_s: float | None = None) -> dict:
+        with self.lock:
+            rs = list(self.records.values())
+            standin = {k: dict(v) for k, v in self.standin.items()}
+        done = [r for r in rs if r.status == "completed"]
+        lat = [r.latency_ms for r in done]
+        if wall_s is None:
+            ends = [r.sent + (r.latency_ms or 0) / 1000 for r in done]
+            wall_s = (max(ends) - min(r.sent for r in rs)) if done else 0.0
+        per_stage = {}
+        pred = (predicted or {}).get("per_stage_ms", {})
+        for op, v in sorted(_stage_lists(done).items()):
+            per_stage[op] = {**percentiles(v), "n": len(v),
+                             "predicted_ms": round(pred[op], 3) if op in pred else None}
+        kv = [k for r in done for k in r.kv]
+        out = {
+            "requests": len(rs),
+            "completed": len(done),
+            "failed": sum(r.status == "failed" for r in rs),
+            "refused": sum(r.status == "refused" for r in rs),
+            "lost": sum(r.status not in ("completed", "failed", "refused") for r in rs),
+            "latency_ms": percentiles(lat),
+            "sla_ms": self.sla_ms,
+            "sla_attainment": _attain(lat, self.sla_ms),
+            "throughput_rps": round(len(done) / wall_s, 4) if wall_s > 0 else None,
+            "wall_s": round(wall_s, 3),
+            "retries": sum(r.retries for r in rs),
+            "emulated": sorted(emulated or []),
+            "per_stage_ms": per_stage,
+            "predicted_end_to_end_ms": (predicted or {}).get("end_to_end_ms"),
+            "standin": {op: {"own_ms": percentiles(v["own_ms"]), "predicted_ms": v["predicted_ms"],
+                             "slower_than_predicted": v["slower"]} for op, v in standin.items()},
+            "kv_transfer": {"count": len(kv),
+                            "bytes": percentiles([b for _, b, _ in kv], (50,)).get("p50"),
+                            "ms": percentiles([m for _, _, m in kv], (50, 95))},
+            "errors": sorted({r.error for r in rs if r.error})[:10],
+        }
+        return out
+
+
+def _attain(lat, sla_ms) -> float | None:
+    if not lat:
+        return None
+    if not sla_ms:
+        return 1.0
+    return round(sum(x <= sla_ms for x in lat) / len(lat), 4)
+
+
+def _stage_lists(done) -> dict:
+    d: dict[str, list] = {}
+    for r in done:
+        for op, ms in r.stages.items():
+            d.setdefault(op, []).append(ms)
+    return d
+
+
+def format_summary(s: dict) -> str:
+    lat = s["latency_ms"]
+
+    def ms(v):
+        return "-" if v is None else f"{v:.1f}"
+    out = [f"requests {s['requests']}: completed {s['completed']}, failed {s['failed']}, "
+           f"refused {s['refused']}, lost {s['lost']}",
+           f"end-to-end latency ms: p50 {ms(lat['p50'])}  p95 {ms(lat['p95'])}  p99 {ms(lat['p99'])}"
+           + (f"  (predicted {s['predicted_end_to_end_ms']:.1f})"
+              if s.get("predicted_end_to_end_ms") else ""),
+           f"SLA {s['sla_ms']} ms attained by "
+           + ("-" if s["sla_attainment"] is None else f"{s['sla_attainment']:.1%}")
+           + " of completed; throughput "
+           + ("-" if s["throughput_rps"] is None else f"{s['throughput_rps']:.3f} req/s"),
+           "emulated: " + (", ".join(s["emulated"]) or "none")]
+    if s["per_stage_ms"]:
+        rows = [("stage", "p50", "p95", "p99", "predicted", "n")]
+        for op, v in s["per_stage_ms"].items():
+            rows.append((op, ms(v["p50"]), ms(v["p95"]), ms(v["p99"]), ms(v["predicted_ms"]),
+                         str(v["n"])))
+        w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        out += ["  " + "  ".join(c.ljust(x) for c, x in zip(r, w)).rstrip() for r in rows]
+    slow = [op for op, v in s.get("standin", {}).items() if v["slower_than_predicted"]]
+    if slow:
+        out.append("stand-ins slower than the predicted device time (flagged): " + ", ".join(slow))
+    if s.get("errors"):
+        out.append("errors: " + "; ".join(s["errors"]))
+    return "\n".join(out)
