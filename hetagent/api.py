@@ -11,7 +11,8 @@ from pathlib import Path
 
 from hetagent.ir.build import build
 from hetagent.ir.text import parse_module, print_module
-from hetagent.passes.registry import DEFAULT_PIPELINE, run
+from hetagent.passes.registry import DEFAULT_PIPELINE
+from hetagent.passes.registry import run as run_passes
 from hetagent.workflow import loader
 from hetagent.workflow.builder import WorkflowBuilder
 from hetagent.workflow.model import Workflow
@@ -31,7 +32,7 @@ def compile(workflow: Workflow | str | Path, passes: str = DEFAULT_PIPELINE):  #
     """Workflow (or a path to one) -> MLIR module after the pass pipeline (an xDSL ModuleOp)."""
     if not isinstance(workflow, Workflow):
         workflow = load(workflow)
-    return run(build(workflow), passes)
+    return run_passes(build(workflow), passes)
 
 
 def to_mlir(module, generic: bool = False) -> str:
@@ -45,7 +46,7 @@ def parse_mlir(text: str, file: str = "<string>"):
 def _module(source):
     """A compiled module from a workflow, a workflow path or a compiled .mlir path."""
     if isinstance(source, (str, Path)) and str(source).endswith(".mlir"):
-        return run(parse_module(Path(source).read_text(), str(source)), "decompose,unroll")
+        return run_passes(parse_module(Path(source).read_text(), str(source)), "decompose,unroll")
     return compile(source)
 
 
@@ -69,7 +70,7 @@ def _planning_inputs(workflows, fleet, tco, catalog, profiles, precisions):
     from hetagent.ir.opgraph import extract
     sources = [workflows] if isinstance(workflows, (str, Path, Workflow)) else list(workflows)
     modules = [_module(s) for s in sources]
-    graphs = [extract(run(m, "decompose,unroll")) for m in modules]
+    graphs = [extract(run_passes(m, "decompose,unroll")) for m in modules]
     prof = load_profiles(profiles) if profiles else None
     fleet_obj = load_fleet(fleet) if fleet is not None else None
     if catalog is None:
@@ -153,7 +154,7 @@ def operator_graph(source):
         module = compile(source)
     else:
         module = source
-    return extract(run(module, "decompose,unroll"))
+    return extract(run_passes(module, "decompose,unroll"))
 
 
 def estimate(model: str, device: str, op: str, **kwargs) -> dict:

@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import pulp
 
 
@@ -74,6 +75,7 @@ class _HiGHS(pulp.HiGHS):
     LP_SHARE = 0.35          # most of the time limit the LP relaxation may take
     LAG_SHARE = 0.4          # the LP and the Lagrangian bound together stop by this share of the limit
     SUB_SHARE = 0.5          # most of the remaining time the restricted sub-MIP may take
+    FIX_INTEGRAL = True      # the sub-MIP fixes the operators whose LP choice is already integral
 
     def __init__(self, start=None, groups=None, coupling=None, **kw):
         super().__init__(**kw)
@@ -150,28 +152,57 @@ class _HiGHS(pulp.HiGHS):
         lb = h.getInfo().objective_function_value
         x = np.array(h.getSolution().col_value)
         self.phases["lp_bound"] = lb
+        best = None
+        dec = None
+
+        def better(cand):
+            nonlocal best
+            if cand is not None and (best is None or cand[0] < best[0] - 1e-9):
+                best = cand
+                return True
+            return False
+
         if self.coupling:
             t1 = time.perf_counter()
-            lag = _lagrangian_bound(h, np.array([v.index for v in self.coupling]),
-                                    t1 + max(limit * self.LAG_SHARE - (t1 - t0), 0.0))
-            self.phases["lagrangian_s"] = time.perf_counter() - t1
-            self.phases["lagrangian_bound"] = lag
-            if lag is not None and lag > lb:
-                lb = lag
-        off = []
+            dec = _Decomposition(h, np.array([v.index for v in self.coupling]))
+            if len(dec.blocks) < 2:
+                dec = None
+            else:
+                if start is not None:
+                    dec.add(start)
+                lag, _ = dec.price(np.array(h.getSolution().row_dual),
+                                   t1 + max(limit * self.LAG_SHARE - (t1 - t0), 0.0), 1e-4)
+                self.phases["lagrangian_s"] = time.perf_counter() - t1
+                self.phases["lagrangian_bound"] = lag
+                if lag is not None and lag > lb:
+                    lb = lag
+                t2 = time.perf_counter()
+                if better(dec.master(t2 + max(limit - (t2 - t0), 0.0) * 0.1, self.gapRel or 1e-4)):
+                    self.phases["master_objective"] = best[0]
+                self.phases["master_s"] = time.perf_counter() - t2
+        plan = best[1] if best is not None else start
+        off, fixed = [], 0
         for by_dev in self.groups:
+            # an operator the LP already places on one option keeps only it (and the plan's option)
+            opts = [v.index for vs in by_dev.values() for v in vs]
+            one = [j for j in opts if x[j] >= 1 - 1e-6] if self.FIX_INTEGRAL else []
+            if one:
+                fixed += 1
+                keep = set(one) | ({j for j in opts if plan[j] > 0.5} if plan is not None else set())
+                off.extend(j for j in opts if j not in keep)
+                continue
             for vs in by_dev.values():
                 idx = [v.index for v in vs]
-                used = x[idx].sum() > 1e-6 or (start is not None and start[idx].sum() > 0.5)
+                used = x[idx].sum() > 1e-6 or (plan is not None and plan[idx].sum() > 0.5)
                 if not used:
                     off.extend(idx)
+        self.phases["lp_integral_ops"] = fixed
         off = np.array(sorted(off), dtype=np.int32)
         h.setOptionValue("solve_relaxation", False)
-        best = None
         if len(off):
             h.changeColsBounds(len(off), off, np.zeros(len(off)), np.zeros(len(off)))
-        if start is not None:
-            h.setSolution(highspy_solution(h, start))
+        if plan is not None:
+            h.setSolution(highspy_solution(h, plan))
         left = limit - (time.perf_counter() - t0)
         h.setOptionValue("time_limit", max(left * self.SUB_SHARE, 0.2))
         t1 = time.perf_counter()
@@ -179,8 +210,15 @@ class _HiGHS(pulp.HiGHS):
         self.phases["sub_s"] = time.perf_counter() - t1
         info = h.getInfo()
         if info.primal_solution_status == 2:          # kSolutionStatusFeasible
-            best = (info.objective_function_value, np.array(h.getSolution().col_value))
-            self.phases["sub_objective"] = best[0]
+            sub = (info.objective_function_value, np.array(h.getSolution().col_value))
+            self.phases["sub_objective"] = sub[0]
+            better(sub)
+            if dec is not None:        # mix: each workflow takes its sub-MIP or its other candidates
+                dec.add(sub[1])
+                t2 = time.perf_counter()
+                if better(dec.master(t2 + max(limit - (t2 - t0), 0.0) * 0.2, self.gapRel or 1e-4)):
+                    self.phases["master2_objective"] = best[0]
+                self.phases["master2_s"] = time.perf_counter() - t2
         if len(off):
             h.changeColsBounds(len(off), off, lower[off], upper[off])
         return lb, best
@@ -200,83 +238,224 @@ def _lagrangian_bound(h, ncols, deadline, gap=1e-6):
     at least as tightly as the LP, since each workflow's own choices are kept integer.
     h: a Highs whose LP relaxation was just solved. Returns the bound, or None (time ran out, or a
     multiplier would make the bound unbounded)."""
-    import highspy
-    import numpy as np
-    from scipy.sparse import csc_matrix
-    from scipy.sparse.csgraph import connected_components
-    INF = 1e20
-    lp = h.getLp(); sol = h.getSolution()
-    nc, nr = lp.num_col_, lp.num_row_
-    A = csc_matrix((np.array(lp.a_matrix_.value_), np.array(lp.a_matrix_.index_), np.array(lp.a_matrix_.start_)), shape=(nr, nc))
-    c = np.array(lp.col_cost_); cl, cu = np.array(lp.col_lower_), np.array(lp.col_upper_)
-    rl, ru = np.array(lp.row_lower_), np.array(lp.row_upper_)
-    integ = np.array([v == highspy.HighsVarType.kInteger for v in lp.integrality_], dtype=bool)
-    if len(integ) != nc:                # an LP: no integrality recorded
-        integ = np.zeros(nc, bool)
-    y = np.array(sol.row_dual)
-    Ar = A.tocsr()
-    R = np.zeros(nr, bool)
-    R[np.unique(A[:, ncols].tocoo().row)] = True
-    yR = np.where(R, y, 0.0)
-    # valid multipliers for >= rows (lower finite): y >= 0 at lower; <= rows: y <= 0 at upper
-    rhs = np.where(yR > 0, rl, np.where(yR < 0, ru, 0.0))
-    bad = np.abs(rhs) >= INF
-    yR[bad] = 0.0; rhs[bad] = 0.0
-    cmod = c - Ar.T @ yR
-    const = float(yR @ rhs) + lp.offset_
-    keep = ~R
-    Ak = Ar[keep].tocsc()
-    # components over columns linked by kept rows
-    G = (Ak.T @ Ak) if Ak.nnz else None
-    _, lab = connected_components(abs(G) > 0 if G is not None else np.zeros((nc, nc)), directed=False)
-    colrows = Ak.tocsr()
-    rows_kept = np.nonzero(keep)[0]
-    row_lab = np.full(len(rows_kept), -1)
-    cr = colrows.tocoo()
-    row_lab[cr.row] = lab[cr.col]
-    incol = np.diff(Ak.indptr) > 0
-    total = const
-    xsol = np.where(cmod >= -1e-7, cl, cu)
-    # free columns (no kept row): at the bound its modified cost prefers
-    free = ~incol
-    if np.any(np.abs(xsol[free]) >= INF):
-        return None
-    total += float(cmod[free] @ xsol[free])
-    comps = {}
-    for j in np.nonzero(incol)[0]:
-        comps.setdefault(lab[j], []).append(j)
-    rows_by = {}
-    for k, r in enumerate(rows_kept):
-        rows_by.setdefault(row_lab[k], []).append(k)
-    ok = True
-    for L, cols in comps.items():
-        cols, rws = np.array(cols), np.array(rows_by.get(L, []), dtype=np.int64)
-        sub = Ak[rws][:, cols].tocsc()
+    d = _Decomposition(h, ncols)
+    bound, _ = d.price(np.asarray(h.getSolution().row_dual), deadline, gap)
+    return bound
+
+
+class _Decomposition:
+    """The placement model split at its coupling rows (every row holding a device count n[d]: pooled
+    throughput, memory, per-operator cuts). Without them the model falls apart into independent blocks,
+    one per workflow (its options, start times, transfers, SLA). Used two ways:
+
+    - price(y): Lagrangian relaxation with multipliers y on the coupling rows. Each block is a small MIP
+      with costs c - A^T y; the sum of their dual bounds plus y.rhs is a lower bound of the FULL model
+      (weak duality; valid for any sign-feasible y). Each block's solution is also kept as a candidate
+      placement of that workflow (a column).
+    - master(): one binary per candidate (one candidate per block), the device counts and the coupling
+      rows with each candidate's exact contribution. Any master solution is a feasible plan of the full
+      model (each candidate satisfies its own block's rows; the coupling rows are linear), so its value
+      is an honest upper bound. Its LP relaxation's duals give the next multipliers (column generation).
+    Identical blocks (identical workflows: same operators, rates and SLA give identical rows and costs)
+    are priced once."""
+
+    def __init__(self, h, ncols):
+        import highspy
+        from scipy.sparse import csc_matrix
+        from scipy.sparse.csgraph import connected_components
+        lp = h.getLp()
+        nc, nr = lp.num_col_, lp.num_row_
+        A = csc_matrix((np.array(lp.a_matrix_.value_), np.array(lp.a_matrix_.index_),
+                        np.array(lp.a_matrix_.start_)), shape=(nr, nc))
+        self.nc, self.nr = nc, nr
+        self.c = np.array(lp.col_cost_)
+        self.cl, self.cu = np.array(lp.col_lower_), np.array(lp.col_upper_)
+        self.rl, self.ru = np.array(lp.row_lower_), np.array(lp.row_upper_)
+        integ = np.array([v == highspy.HighsVarType.kInteger for v in lp.integrality_], dtype=bool)
+        self.integ = integ if len(integ) == nc else np.zeros(nc, bool)
+        self.offset = lp.offset_
+        Ar = A.tocsr()
+        R = np.zeros(nr, bool)
+        R[np.unique(A[:, ncols].tocoo().row)] = True
+        self.R = R
+        self.AR = Ar[R].tocsr()                  # coupling rows
+        self.AT = Ar.T.tocsr()
+        keep = ~R
+        Ak = Ar[keep].tocsc()
+        G = (Ak.T @ Ak) if Ak.nnz else None
+        _, lab = connected_components(abs(G) > 0 if G is not None else np.zeros((nc, nc)), directed=False)
+        rows_kept = np.nonzero(keep)[0]
+        row_lab = np.full(len(rows_kept), -1)
+        cr = Ak.tocoo()
+        row_lab[cr.row] = lab[cr.col]
+        incol = np.diff(Ak.indptr) > 0
+        self.free = np.nonzero(~incol)[0]
+        comps, rows_by = {}, {}
+        for j in np.nonzero(incol)[0]:
+            comps.setdefault(lab[j], []).append(j)
+        for k, r in enumerate(rows_kept):
+            rows_by.setdefault(row_lab[k], []).append(k)
+        self.blocks = []       # (cols, Highs with the block's rows, structural key)
+        for L, cols in comps.items():
+            cols = np.array(cols)
+            rws = np.array(rows_by.get(L, []), dtype=np.int64)
+            sub = Ak[rws][:, cols].tocsc()
+            sub.sort_indices()
+            m = highspy.HighsLp()
+            m.num_col_, m.num_row_ = len(cols), len(rws)
+            m.col_cost_ = self.c[cols]
+            m.col_lower_, m.col_upper_ = self.cl[cols], self.cu[cols]
+            m.row_lower_, m.row_upper_ = self.rl[rows_kept[rws]], self.ru[rows_kept[rws]]
+            am = highspy.HighsSparseMatrix()
+            am.format_ = highspy.MatrixFormat.kColwise
+            am.num_col_, am.num_row_ = len(cols), len(rws)
+            am.start_ = sub.indptr.astype(np.int32)
+            am.index_ = sub.indices.astype(np.int32)
+            am.value_ = sub.data.astype(float)
+            m.a_matrix_ = am
+            m.integrality_ = [highspy.HighsVarType.kInteger if self.integ[j] else highspy.HighsVarType.kContinuous
+                              for j in cols]
+            key = hash((sub.indptr.tobytes(), sub.indices.tobytes(), sub.data.tobytes(),
+                        self.cl[cols].tobytes(), self.cu[cols].tobytes(), self.integ[cols].tobytes(),
+                        self.rl[rows_kept[rws]].tobytes(), self.ru[rows_kept[rws]].tobytes()))
+            self.blocks.append((cols, m, key))
+        self.cands = [[] for _ in self.blocks]     # per block: list of candidate value vectors
+        self._seen = [set() for _ in self.blocks]
+        self._solver = {}
+
+    def add(self, values, tol=1e-6):
+        """Add each block's part of a full solution vector as a candidate."""
+        for b, (cols, _, _) in enumerate(self.blocks):
+            v = np.asarray(values)[cols]
+            v = np.where(self.integ[cols], np.round(v), v)
+            sig = v.round(6).tobytes()
+            if sig not in self._seen[b]:
+                self._seen[b].add(sig)
+                self.cands[b].append(v)
+
+    def _multipliers(self, y):
+        yR = np.where(self.R, y, 0.0)
+        rhs = np.where(yR > 0, self.rl, np.where(yR < 0, self.ru, 0.0))
+        bad = np.abs(rhs) >= 1e20
+        yR[bad] = 0.0
+        rhs[bad] = 0.0
+        return yR, rhs
+
+    def price(self, y, deadline, gap=1e-6):
+        """Lagrangian bound for row multipliers y (a full row vector; only coupling rows are used) and one
+        candidate per block. Returns (bound or None, number of new candidates)."""
+        import highspy
+        yR, rhs = self._multipliers(np.asarray(y, float))
+        cmod = self.c - self.AT @ yR
+        total = float(yR @ rhs) + self.offset
+        xf = np.where(cmod[self.free] >= -1e-7, self.cl[self.free], self.cu[self.free])
+        ok = not np.any(np.abs(xf) >= 1e20)
+        if ok:
+            total += float(cmod[self.free] @ xf)
+        memo, new = {}, 0
+        for b, (cols, m, key) in enumerate(self.blocks):
+            k2 = (key, cmod[cols].round(12).tobytes())
+            if k2 not in memo:
+                if deadline - time.perf_counter() < 0.05:
+                    return None, new
+                s = self._solver.get(b)
+                if s is None:
+                    s = highspy.Highs()
+                    s.setOptionValue("output_flag", False)
+                    m.col_cost_ = cmod[cols]
+                    s.passModel(m)
+                    self._solver[b] = s
+                else:
+                    s.changeColsCost(len(cols), np.arange(len(cols), dtype=np.int32), cmod[cols])
+                s.setOptionValue("mip_rel_gap", gap)
+                s.setOptionValue("time_limit", max(deadline - time.perf_counter(), 0.05))
+                s.run()
+                inf = s.getInfo()
+                bnd = inf.mip_dual_bound if any(self.integ[cols]) else inf.objective_function_value
+                sol = np.array(s.getSolution().col_value) if inf.primal_solution_status == 2 else None
+                if bnd is None or abs(bnd) > 1e20 or bnd != bnd:
+                    bnd = None
+                memo[k2] = (bnd, sol)
+            bnd, sol = memo[k2]
+            if bnd is None:
+                ok = False
+            else:
+                total += bnd
+            if sol is not None:
+                v = np.where(self.integ[cols], np.round(sol), sol)
+                sig = v.round(6).tobytes()
+                if sig not in self._seen[b]:
+                    self._seen[b].add(sig)
+                    self.cands[b].append(v)
+                    new += 1
+        return (total if ok else None), new
+
+    def master(self, deadline, gap=1e-4, relax=False):
+        """Choose one candidate per block and the free columns (device counts). relax: the LP relaxation;
+        returns its row duals (full row vector). Else the MIP: (objective, full solution vector) or None."""
+        import highspy
+        if any(not c for c in self.cands) or deadline - time.perf_counter() < 0.05:
+            return None
+        Rrows = np.nonzero(self.R)[0]
+        nR = len(Rrows)
+        ARf = self.AR[:, self.free].tocsc()
+        cost, lo, hi, integ = list(self.c[self.free]), list(self.cl[self.free]), \
+            list(self.cu[self.free]), list(self.integ[self.free])
+        data, ind, ptr = [], [], [0]
+        for j in range(len(self.free)):
+            s, e = ARf.indptr[j], ARf.indptr[j + 1]
+            data.extend(ARf.data[s:e]), ind.extend(ARf.indices[s:e]), ptr.append(len(data))
+        nb = len(self.blocks)
+        owner = []
+        for b, (cols, _, _) in enumerate(self.blocks):
+            sub = self.AR[:, cols]
+            for v in self.cands[b]:
+                col = sub @ v
+                nz = np.nonzero(np.abs(col) > 1e-12)[0]
+                data.extend(col[nz]), ind.extend(nz), 
+                data.append(1.0), ind.append(nR + b), ptr.append(len(data))
+                cost.append(float(self.c[cols] @ v)), lo.append(0.0), hi.append(1.0), integ.append(True)
+                owner.append((b, v))
         m = highspy.HighsLp()
-        m.num_col_, m.num_row_ = len(cols), len(rws)
-        m.col_cost_ = cmod[cols]; m.col_lower_ = cl[cols]; m.col_upper_ = cu[cols]
-        m.row_lower_ = rl[rows_kept[rws]]; m.row_upper_ = ru[rows_kept[rws]]
-        sub.sort_indices()
-        am = highspy.HighsSparseMatrix(); am.format_ = highspy.MatrixFormat.kColwise
-        am.num_col_, am.num_row_ = len(cols), len(rws)
-        am.start_ = sub.indptr.astype(np.int32); am.index_ = sub.indices.astype(np.int32); am.value_ = sub.data.astype(float)
+        ncol = len(cost)
+        m.num_col_, m.num_row_ = ncol, nR + nb
+        m.col_cost_ = np.array(cost)
+        m.col_lower_, m.col_upper_ = np.array(lo), np.array(hi)
+        m.row_lower_ = np.concatenate([self.rl[Rrows], np.ones(nb)])
+        m.row_upper_ = np.concatenate([self.ru[Rrows], np.ones(nb)])
+        m.offset_ = self.offset
+        am = highspy.HighsSparseMatrix()
+        am.format_ = highspy.MatrixFormat.kColwise
+        am.num_col_, am.num_row_ = ncol, nR + nb
+        am.start_ = np.array(ptr, dtype=np.int32)
+        am.index_ = np.array(ind, dtype=np.int32)
+        am.value_ = np.array(data, dtype=float)
         m.a_matrix_ = am
-        m.integrality_ = [highspy.HighsVarType.kInteger if integ[j] else highspy.HighsVarType.kContinuous for j in cols]
+        if not relax:
+            m.integrality_ = [highspy.HighsVarType.kInteger if i else highspy.HighsVarType.kContinuous
+                              for i in integ]
         s = highspy.Highs()
         s.setOptionValue("output_flag", False)
         s.setOptionValue("mip_rel_gap", gap)
-        if deadline - time.perf_counter() < 0.05:
-            return None
-        s.setOptionValue("time_limit", deadline - time.perf_counter())
+        s.setOptionValue("time_limit", max(deadline - time.perf_counter(), 0.05))
         s.passModel(m)
         s.run()
         inf = s.getInfo()
-        b = inf.mip_dual_bound if any(integ[cols]) else inf.objective_function_value
-        if inf.primal_solution_status != 2 or b is None or abs(b) > INF:
-            ok = False
-            break
-        total += b
-    return total if ok else None
+        if relax:
+            if s.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+                return None
+            y = np.zeros(self.nr)
+            y[Rrows] = np.array(s.getSolution().row_dual)[:nR]
+            return y
+        if inf.primal_solution_status != 2:
+            return None
+        z = np.array(s.getSolution().col_value)
+        full = np.zeros(self.nc)
+        full[self.free] = z[:len(self.free)]
+        for k, (b, v) in enumerate(owner):
+            if z[len(self.free) + k] > 0.5:
+                full[self.blocks[b][0]] = v
+        return inf.objective_function_value, full
 
 
 def _rel_gap(obj, bound):
@@ -362,6 +541,7 @@ def _gap(prob, name, default):
     return max(0.0, g)
 
 
+LAGRANGIAN = False          # see solve_problem
 LP_GUIDED_MIN_OPTIONS = 3000    # above this many binaries: LP relaxation, LP-guided sub-MIP, then the full MIP
 
 
@@ -379,10 +559,10 @@ def solve_problem(pb, restrict=None, time_limit_s: float = 30, gap: float = 1e-4
     """prepare + build + solve + evaluate one milp.Problem (optionally with options restricted).
     start_from: an Outcome whose solution is kept reachable and given to the solver as a MIP start."""
     from hetagent.placement import milp
+    t0 = time.perf_counter()         # the time limit covers preparing and building the model too
     prep = milp.prepare(pb, restrict, keep=start_from.choice if start_from is not None else None)
     if any(not opts for table in prep.options for opts in table.values()):
         return Outcome(SolveInfo("infeasible", None, 0.0, "presolve"), {}, None, prep, None)
-    t0 = time.perf_counter()
     large = sum(len(o) for t in prep.options for o in t.values()) > LP_GUIDED_MIN_OPTIONS \
         and pb.objective != "makespan"
     if start_from is not None and start_from.evaluation is not None:
@@ -401,9 +581,13 @@ def solve_problem(pb, restrict=None, time_limit_s: float = 30, gap: float = 1e-4
         for (gi, op, o), v in model.x.items():
             by.setdefault((gi, op), {}).setdefault(o.device, []).append(v)
         groups = list(by.values())
-    # The Lagrangian bound (solve(..., coupling=)) is left off: on 2 loaded cores it took 10-11 s at 1000
-    # operators for a bound 1.2% above the LP's, time the sub-MIP needs more (docs/placement.md).
-    info = solve(model.prob, time_limit_s - (time.perf_counter() - t0), gap, threads, start_vars, groups)
+    # Several workflows, LAGRANGIAN on: the Lagrangian bound (one small MIP per workflow, priced by the LP's
+    # duals) and a master over the per-workflow placements it and the sub-MIP find. Off by default: on 2
+    # loaded cores the pricing takes 9-15 s at 1000 operators, its candidates alone make poor plans, and
+    # the primal phases need the time more (docs/placement.md, "Solver").
+    coupling = list(model.n.values()) if large and len(pb.graphs) > 1 and LAGRANGIAN else None
+    info = solve(model.prob, time_limit_s - (time.perf_counter() - t0), gap, threads, start_vars, groups,
+                 coupling)
     info.seconds = time.perf_counter() - t0
     if info.status not in ("optimal", "feasible"):
         return Outcome(info, {}, None, prep, model)
