@@ -65,7 +65,7 @@ def _planning_inputs(workflows, fleet, tco, catalog, profiles, precisions):
     """Everything `plan` and `sweep_sla` share: graphs, modules, cost tables and economics."""
     from hetagent.costmodel.fleet import load_fleet
     from hetagent.costmodel.operators import cost_table
-    from hetagent.costmodel.profiles import load_profiles
+    from hetagent.costmodel.profiles import load_profiles, profiles_cover
     from hetagent.costmodel.tco import load_tco
     from hetagent.ir.opgraph import extract
     sources = [workflows] if isinstance(workflows, (str, Path, Workflow)) else list(workflows)
@@ -83,24 +83,13 @@ def _planning_inputs(workflows, fleet, tco, catalog, profiles, precisions):
         from hetagent.costmodel.devices import load_catalog
         devices = load_catalog(catalog)
     tables = None
-    if prof is None or not _profile_covers(graphs, prof):
+    if prof is None or not profiles_cover(graphs, prof):
         tables = [cost_table(g, devices, precisions=precisions) for g in graphs]
     inputs = {"workflows": [_source_record(s, m) for s, m in zip(sources, modules)],
               "fleet": _file_record(fleet_obj.path if fleet_obj else None, fleet),
               "tco": _file_record(tco_params.path if getattr(tco_params, "path", None) else None, tco),
               "catalog": catalog, "precisions": list(precisions) if precisions else None}
     return sources, modules, graphs, tables, fleet_obj, tco_params, devices, prof, inputs
-
-
-def _profile_covers(graphs, prof) -> bool:
-    """Profiles alone suffice when they price every operator of every workflow."""
-    from hetagent.costmodel.profiles import profile_cost_table
-    for g in graphs:
-        table = profile_cost_table(g, prof)
-        if any(not any(not isinstance(c, str) for c in table.get(o.name, {}).values())
-               for o in g.operators if o.kind != "llm.kv_transfer"):  # hand-offs are transfers
-            return False
-    return True
 
 
 def _file_record(path, given) -> dict | None:

@@ -325,3 +325,14 @@ def profile_hour_costs(profiles: Profiles) -> dict[str, dict]:
     """{device: {capex, power, opex, total}} for devices whose price per hour the profile gives."""
     return {d.id: {"capex": 0.0, "power": 0.0, "opex": d.price_per_hour, "total": d.price_per_hour}
             for d in profiles.devices.values() if d.price_per_hour is not None}
+
+
+def profiles_cover(graphs, profiles: Profiles) -> bool:
+    """Profiles alone suffice when they price every operator of every workflow (KV hand-offs are
+    transfers, priced by the profile's `transfers`)."""
+    for g in graphs:
+        table = profile_cost_table(g, profiles)
+        if any(not any(not isinstance(c, str) for c in table.get(o.name, {}).values())
+               for o in g.operators if o.kind != "llm.kv_transfer"):
+            return False
+    return True

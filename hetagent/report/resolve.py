@@ -109,11 +109,10 @@ def _graphs(inputs: dict, plan, notes: list[str]):
 
 def rebuild(plan) -> Context:
     """The placement problem plan.json was solved from. Raises HetagentError when it cannot be rebuilt."""
-    from hetagent.api import _profile_covers
     from hetagent.costmodel.devices import load_catalog
     from hetagent.costmodel.fleet import load_fleet
     from hetagent.costmodel.operators import cost_table
-    from hetagent.costmodel.profiles import parse_profiles
+    from hetagent.costmodel.profiles import parse_profiles, profiles_cover
     from hetagent.costmodel.tco import load_tco
     from hetagent.placement import build_problem
     inputs = plan.inputs or {}
@@ -130,7 +129,7 @@ def rebuild(plan) -> Context:
     devices = fleet.resolve()[0] if fleet is not None else load_catalog(catalog_name)
     precisions = inputs.get("precisions") or None
     tables = None
-    if prof is None or not _profile_covers(graphs, prof):
+    if prof is None or not profiles_cover(graphs, prof):
         tables = [cost_table(g, devices, precisions=precisions) for g in graphs]
     pb = build_problem(graphs, tables, fleet, tco, devices, sla_ms=inputs.get("sla_ms"),
                        rate=inputs.get("rate"), soft_sla_penalty=inputs.get("soft_sla_penalty"),
