@@ -18,7 +18,7 @@ from hetagent.workflow.builder import WorkflowBuilder
 from hetagent.workflow.model import Workflow
 
 __all__ = ["load", "compile", "to_mlir", "parse_mlir", "operator_graph", "estimate", "cost", "plan",
-           "sweep_sla", "report", "run", "Client", "WorkflowBuilder", "Workflow", "DEFAULT_PIPELINE"]
+           "sweep_sla", "report", "run", "simulate", "validate_plan", "Client", "WorkflowBuilder", "Workflow", "DEFAULT_PIPELINE"]
 
 PLAN_PRECISIONS = ("fp16", "bf16")  # LLM precisions planned by default: no quantization
 
@@ -193,6 +193,20 @@ def run(plan, **kwargs) -> dict:
     returns the run report (requests, completed, failed, refused, lost, latency_ms, sla_attainment, ...)."""
     from hetagent.runtime.commands import run as _run
     return _run(plan, **kwargs)
+
+
+def simulate(plan, **kwargs) -> dict:
+    """Run a plan in virtual time against Poisson, bursty or trace arrivals (hetagent.runtime.simulator):
+    requests, completed, latency_ms {p50, p95, p99}, sla_attainment, per-stage and per-pool figures."""
+    from hetagent.runtime.sim_commands import simulate as _simulate
+    return _simulate(plan, **kwargs)
+
+
+def validate_plan(workflows, plan=None, **kwargs) -> dict:
+    """Simulate a plan and, while its SLA percentile fails, re-plan with more headroom; returns the
+    final plan, whether it holds, the rounds and what the headroom costs."""
+    from hetagent.runtime.sim_commands import validate_plan as _validate
+    return _validate(workflows, plan, **kwargs)
 
 
 def __getattr__(name):

@@ -131,14 +131,24 @@ def cmd_plan(args) -> None:
                       f"{c['status']}" for c in curve]
             sys.stdout.write("\n".join(lines) + "\n")
         return
-    plan = api.plan(args.workflows, sla_ms=args.sla_ms, objective=args.objective,
-                    soft_sla_penalty=args.soft_sla_penalty, **kwargs)
+    plan_kwargs = dict(kwargs, sla_ms=args.sla_ms, objective=args.objective,
+                       soft_sla_penalty=args.soft_sla_penalty)
+    plan = api.plan(args.workflows, **plan_kwargs)
+    validation = None
+    if args.validate:
+        from hetagent.runtime.sim_commands import format_validation, validate_from_args, validation_json
+        plan, validation = validate_from_args(args, plan, plan_kwargs)
+    doc = plan.to_json()
+    if validation is not None:
+        doc["validation"] = validation_json(validation)
     if args.output:
-        write_output(args.output, json.dumps(plan.to_json(), indent=1) + "\n")
+        write_output(args.output, json.dumps(doc, indent=1) + "\n")
     if args.json:
-        sys.stdout.write(plan.dumps() + "\n")
+        print_json(doc)
     else:
         sys.stdout.write(format_plan(plan).rstrip("\n") + "\n")
+        if validation is not None:
+            sys.stdout.write(format_validation(validation).rstrip("\n") + "\n")
         if args.output:
             sys.stdout.write(f"wrote {args.output}\n")
 
@@ -233,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--points", type=int, default=8, help="points on the --sweep-sla curve")
     pl.add_argument("-o", "--output", help="write plan.json here")
     pl.add_argument("--json", action="store_true", help="print plan.json on one line")
+    from hetagent.runtime.sim_commands import add_validate_arguments
+    add_validate_arguments(pl)
     pl.set_defaults(func=cmd_plan)
 
     b = sub.add_parser("build", help="device-specific executables for the placed tensor operators")
@@ -247,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     report_commands(sub)
     from hetagent.runtime.commands import add_commands as runtime_commands
     runtime_commands(sub)
+    from hetagent.runtime.sim_commands import add_commands as simulator_commands
+    simulator_commands(sub)
 
     ca = sub.add_parser("calibrate", help="measure the real operators on this machine (CPU, or --gpu)")
     from hetagent.backends.calibrate import add_arguments

@@ -1,0 +1,413 @@
+"""`hetagent simulate` and `hetagent plan --validate`: the simulator as a command and as an API.
+
+    from hetagent.runtime.sim_commands import simulate, validate_plan
+    r = simulate("plan.json", rate=100, duration_s=3600, seed=0)
+    r["latency_ms"]["p95"], r["sla_attainment"]
+
+`add_commands(subparsers)` registers `simulate`; `add_validate_arguments(parser)` and
+`validate_from_args(args, plan)` give `hetagent plan` its `--validate`. See docs/simulator.md.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import numpy as np
+
+from hetagent.errors import HetagentError, InputError
+from hetagent.runtime import sim_model, simulator, traces
+
+DEFAULT_REQUESTS = 20000        # without --duration: about this many arrivals at the rate
+HIST_BINS = 40
+
+
+def simulate(plan, trace=None, rate: float | None = None, duration_s: float | None = None, seed: int = 0, *,
+             arrivals: str = "poisson", cv: float = 2.0, burst_factor: float = 4.0,
+             burst_fraction: float = 0.1, burst_s: float = 10.0, drain_s: float | None = None,
+             workflow: str | None = None, sla_ms: float | None = None, stage_times=None, model=None) -> dict:
+    """Run plan.json (path, dict, JSON text or Plan) in virtual time and return the report dict.
+
+    trace: an Azure or Mooncake trace file (or a traces.Trace); its arrival times are used (scaled to
+    `rate` when given) and its token counts set the main LLM call's prompt and output lengths.
+    Otherwise arrivals follow `arrivals` ("poisson", "gamma" with `cv`, "bursty": MMPP-2) at `rate`
+    (default: the plan's). duration_s: arrival window (default: the trace's span, else ~20,000 arrivals).
+    Requests still running `drain_s` after the window (default max(60 s, 10 x SLA)) count as unfinished.
+    sla_ms: judge against this SLA instead of the plan's. stage_times: a `hetagent run --json` report
+    (dict or path) whose per-stage medians replace the plan's operator times (sim_model.calibrate)."""
+    m = model if model is not None else sim_model.build(plan, workflow)
+    factors = sim_model.calibrate(m, stage_times) if stage_times is not None else None
+    if sla_ms is not None:
+        m.sla_ms = float(sla_ms)
+    rng = np.random.default_rng(seed)
+    prompt = output = None
+    if trace is not None:
+        tr = trace if isinstance(trace, traces.Trace) else traces.read_trace(trace)
+        if rate is not None:
+            tr = tr.scaled_to(rate)
+        tr = tr.window(duration_s)
+        times = tr.times_s
+        if len(times) == 0:
+            raise InputError("no trace requests arrive within the duration")
+        window = duration_s if duration_s is not None else float(times[-1]) + (1.0 / tr.rate if tr.rate else 0)
+        eff_rate = len(times) / window if window > 0 else float(len(times))
+        prompt, output = tr.prompt_tokens, tr.output_tokens
+        source = {"trace": tr.source, "format": tr.format, "rate": eff_rate, "duration_s": window}
+    else:
+        r = float(rate if rate is not None else m.rate_rps)
+        if r <= 0:
+            raise InputError(f"rate must be positive, got {r:g}")
+        window = float(duration_s) if duration_s is not None else max(DEFAULT_REQUESTS / r, 1.0)
+        times = traces.arrivals(arrivals, r, window, rng, cv=cv, burst_factor=burst_factor,
+                                burst_fraction=burst_fraction, burst_s=burst_s)
+        source = {"process": arrivals, "rate": r, "duration_s": window}
+        if arrivals == "gamma":
+            source["cv"] = cv
+        if arrivals == "bursty":
+            source.update(burst_factor=burst_factor, burst_fraction=burst_fraction, burst_s=burst_s)
+    if drain_s is None:
+        drain_s = max(60.0, 10.0 * (m.sla_ms or 0.0) / 1000.0)
+    res = simulator.run(m, times, rng, prompt_tokens=prompt, output_tokens=output,
+                        horizon_s=window + drain_s)
+    out = summarize(m, res, source, window, seed)
+    if factors is not None:
+        out["stage_times_calibrated"] = {k: (None if math.isinf(v) else v) for k, v in factors.items()}
+    return out
+
+
+def _pct(a: np.ndarray, q) -> float | None:
+    if a.size == 0:
+        return None
+    return float(np.percentile(a, q))
+
+
+def summarize(m: sim_model.SimModel, res: simulator.SimResult, source: dict, window_s: float, seed) -> dict:
+    lat = res.latency_ms
+    n = len(lat)
+    fin = ~np.isnan(lat)
+    done = lat[fin]
+    full = np.where(fin, lat, np.inf)
+    out = {"version": 1, "workflow": m.workflow, "seed": seed, "arrivals": source,
+           "requests": int(n), "completed": int(fin.sum()),
+           "latency_ms": {"mean": float(done.mean()) if done.size else None, "p50": _pct(done, 50),
+                          "p95": _pct(done, 95), "p99": _pct(done, 99),
+                          "max": float(done.max()) if done.size else None},
+           "sla_ms": m.sla_ms, "sla_percentile": m.sla_percentile}
+    if m.sla_ms:
+        att = float((full <= m.sla_ms).sum() / n) if n else None
+        at_pct = float(np.sort(full)[max(0, math.ceil(m.sla_percentile / 100.0 * n) - 1)]) if n else None
+        out.update(sla_attainment=att, latency_at_sla_percentile_ms=None if at_pct in (None, math.inf)
+                   else at_pct, meets_sla=bool(att is not None and att >= m.sla_percentile / 100.0 - 1e-12))
+    else:
+        out.update(sla_attainment=None, latency_at_sla_percentile_ms=None, meets_sla=None)
+    span_ms = max(res.end_ms, window_s * 1000.0, 1e-9)
+    stages = {}
+    for j, op in enumerate(m.ops):
+        a = np.asarray(res.stage_ms[j])
+        if a.size == 0:
+            continue
+        stages[op.name] = {"count": int(a.size), "mean_ms": float(a.mean()), "p50": _pct(a, 50),
+                           "p95": _pct(a, 95), "p99": _pct(a, 99)}
+    out["stages"] = stages
+    pools = {}
+    for j, (op, p) in enumerate(zip(m.ops, res.pools)):
+        started = p["started"]
+        if started == 0 and p["busy_ms"] == 0:
+            continue
+        d = {"kind": op.kind, "device": p["device"], "type": p["type"], "servers": p["servers"],
+             "batch": p["batch"], "executions": len(res.stage_ms[j])}
+        if p["type"] == "delay":
+            d["mean_in_flight"] = p["busy_ms"] / span_ms
+            d["utilization"] = None
+        else:
+            d["utilization"] = p["busy_ms"] / (p["servers"] * span_ms)
+        d["mean_wait_ms"] = p["wait_ms_total"] / started if started else 0.0
+        d["mean_queue"] = p["wait_ms_total"] / span_ms          # Little's law over the run
+        d["max_queue"] = p["max_queue"]
+        if p["type"] == "batch" and p.get("batches"):
+            d["mean_batch"] = p["items"] / p["batches"]
+        if p["type"] == "decode" and p["busy_ms"] > 0:
+            d["mean_batch"] = p["occupancy_ms"] / p["busy_ms"]
+        pools[op.name] = d
+    out["pools"] = pools
+    # tokens per second over the arrival window, counted for finished requests
+    ptok = gtok = 0.0
+    for j, op in enumerate(m.ops):
+        if op.kind not in ("llm.prefill", "llm.decode", "llm.remote"):
+            continue
+        ran = res.masks[:, j] & fin
+        st = m.stations[j]
+        if st.variable in ("prefill", "decode", "remote") and res.prompt is not None:
+            p_j, o_j = res.prompt[ran].sum(), res.output[ran].sum()
+        else:
+            k = ran.sum()
+            p_j = k * float(op.attrs.get("prompt_tokens", 0) or 0)
+            o_j = k * float(op.attrs.get("output_tokens", 0) or 0)
+        if op.kind in ("llm.prefill", "llm.remote"):
+            ptok += p_j
+        if op.kind in ("llm.decode", "llm.remote"):
+            gtok += o_j
+    out["tokens_per_second"] = {"prompt": ptok / window_s, "generated": gtok / window_s,
+                                "total": (ptok + gtok) / window_s}
+    done_n = out["completed"]
+    out["cost_per_request"] = (m.per_hour * window_s / 3600.0 / done_n) if done_n else None
+    out["tco_per_hour"] = m.per_hour
+    out["loops"] = {k: {"mean_iterations": float(v.mean()), "max": int(v.max())}
+                    for k, v in res.loop_counts.items()} if n else {}
+    out["branches"] = {k: np.bincount(v, minlength=len(m.guards.switches[k])).astype(float).__truediv__(n)
+                       .tolist() for k, v in res.branch_arms.items()} if n else {}
+    if m.main_llm["name"] and res.prompt is not None:
+        out["main_llm"] = {"call": m.main_llm["name"], "mean_prompt_tokens": float(res.prompt.mean()),
+                           "mean_output_tokens": float(res.output.mean())}
+    elif m.main_llm["name"]:
+        out["main_llm"] = {"call": m.main_llm["name"]}
+    out["histogram"] = _histogram(done, m.sla_ms)
+    out["simulator"] = {"events": res.events, "wall_s": res.wall_s, "virtual_s": res.end_ms / 1000.0}
+    return out
+
+
+def _histogram(done: np.ndarray, sla_ms) -> dict:
+    if done.size == 0:
+        return {"edges_ms": [], "counts": []}
+    hi = float(np.percentile(done, 99.9))
+    if sla_ms:
+        hi = max(hi, sla_ms * 1.1)
+    lo = float(done.min())
+    counts, edges = np.histogram(np.clip(done, lo, hi), bins=HIST_BINS, range=(lo, hi if hi > lo else lo + 1))
+    return {"edges_ms": [float(e) for e in edges], "counts": [int(c) for c in counts]}
+
+
+# --------------------------------------------------------------------------------------- readable
+def _ms(v) -> str:
+    if v is None:
+        return "-"
+    return f"{v / 1000:.2f} s" if v >= 10000 else f"{v:.1f} ms"
+
+
+def format_report(r: dict, width: int = 50) -> str:
+    src = r["arrivals"]
+    how = (f"trace {src['trace']} ({src['format']})" if "trace" in src else f"{src['process']} arrivals")
+    lines = [(f"simulated {r['workflow']}: {how} at {src['rate']:.4g} req/s for {src['duration_s']:.6g} s "
+             f"(seed {r['seed']})"),
+             f"requests {r['requests']}, completed {r['completed']}"]
+    L = r["latency_ms"]
+    lines.append(f"end-to-end latency: p50 {_ms(L['p50'])}, p95 {_ms(L['p95'])}, p99 {_ms(L['p99'])}, "
+                 f"mean {_ms(L['mean'])}, max {_ms(L['max'])}")
+    if r.get("sla_ms"):
+        lines.append(f"SLA {r['sla_ms']:g} ms at p{r['sla_percentile']:g}: attainment "
+                     f"{r['sla_attainment']:.2%}, p{r['sla_percentile']:g} = "
+                     f"{_ms(r['latency_at_sla_percentile_ms'])}: "
+                     + ("MEETS" if r["meets_sla"] else "VIOLATES"))
+    lines.append(f"tokens/s: prompt {r['tokens_per_second']['prompt']:.1f}, generated "
+                 f"{r['tokens_per_second']['generated']:.1f}; cost per request "
+                 + (f"${r['cost_per_request']:.6g}" if r["cost_per_request"] is not None else "-"))
+    lines.append("")
+    lines.append("latency distribution" + (" (| = SLA)" if r.get("sla_ms") else "") + ":")
+    lines += format_histogram(r["histogram"], r.get("sla_ms"), width)
+    lines.append("")
+    rows = [("stage", "runs", "mean", "p50", "p95", "p99")]
+    for name, s in r["stages"].items():
+        rows.append((name, str(s["count"]), _ms(s["mean_ms"]), _ms(s["p50"]), _ms(s["p95"]), _ms(s["p99"])))
+    lines += _table(rows)
+    lines.append("")
+    rows = [("pool", "device", "type", "servers", "util", "mean wait", "mean queue", "max queue", "batch")]
+    for name, p in r["pools"].items():
+        rows.append((name, p["device"], p["type"], str(p["servers"]),
+                     "-" if p["utilization"] is None else f"{p['utilization']:.1%}", _ms(p["mean_wait_ms"]),
+                     f"{p['mean_queue']:.2f}", str(p["max_queue"]),
+                     f"{p['mean_batch']:.1f}" if "mean_batch" in p else "-"))
+    lines += _table(rows)
+    sim = r["simulator"]
+    lines.append(f"({sim['events']} events in {sim['wall_s']:.1f} s)")
+    return "\n".join(lines)
+
+
+def format_histogram(h: dict, sla_ms=None, width: int = 50) -> list[str]:
+    edges, counts = h["edges_ms"], h["counts"]
+    if not counts:
+        return ["  (no request finished)"]
+    top = max(counts) or 1
+    out = []
+    marked = False
+    for i, c in enumerate(counts):
+        lo, hi = edges[i], edges[i + 1]
+        mark = ""
+        if sla_ms and not marked and hi >= sla_ms:
+            mark, marked = " | SLA", True
+        out.append(f"  {_ms(lo):>10} {'#' * round(width * c / top):<{width}} {c}{mark}")
+    return out
+
+
+def _table(rows) -> list[str]:
+    w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  " + "  ".join(c.ljust(x) for c, x in zip(r, w)).rstrip() for r in rows]
+
+
+# --------------------------------------------------------------------------------------- validate
+def validate_plan(workflows, plan=None, *, seed: int = 0, duration_s: float | None = None,
+                  arrivals: str = "poisson", arrival_params: dict | None = None, max_rounds: int = 6,
+                  plan_kwargs: dict | None = None, log=None) -> dict:
+    """Simulate a plan; while the SLA percentile fails, re-plan with more headroom.
+
+    Two kinds of headroom, chosen from what the simulation shows:
+    - capacity: when a pool runs hot (utilization >= 0.85) and requests spend more than 5% of their time
+      queueing, the planner's rate is raised by 25% (more replicas), while the simulation keeps the
+      offered rate;
+    - latency: otherwise the SLA given to the planner is shrunk by the observed excess plus 2%:
+      sla_planned x min(SLA / simulated percentile, 0.95) x 0.98.
+    Stops when the simulated percentile holds, the planner finds no plan, or after max_rounds.
+    Returns {"plan": the final Plan, "holds", "sla_ms", "rate", "rounds": [{sla_planned_ms,
+    rate_planned, per_hour, predicted_ms, simulated_ms, attainment, meets, headroom}],
+    "headroom_cost_per_hour", "headroom_cost_fraction", "simulation": the final simulate() dict}."""
+    from hetagent import api
+    from hetagent.errors import PlacementError
+    kw = dict(plan_kwargs or {})
+    ap = dict(arrival_params or {})
+    say = log or (lambda s: print(s, file=sys.stderr))
+    if plan is None:
+        plan = api.plan(workflows, **kw)
+    base = plan
+    m0 = sim_model.build(plan)
+    sla = m0.sla_ms
+    rate = m0.rate_rps
+    sim = simulate(plan, rate=rate, duration_s=duration_s, seed=seed, arrivals=arrivals, model=m0, **ap)
+    planned, planned_rate = kw.get("sla_ms") or sla, kw.get("rate") or rate
+    rounds = [_round(planned, planned_rate, plan, sim, None)]
+    if not sla:
+        say("validate: the plan carries no SLA; nothing to validate")
+    while sla and not sim["meets_sla"] and len(rounds) <= max_rounds:
+        got = sim["latency_at_sla_percentile_ms"] or math.inf
+        hot = max((p["utilization"] or 0.0) for p in sim["pools"].values()) if sim["pools"] else 0.0
+        waited = sum(p["mean_wait_ms"] * p["executions"] for p in sim["pools"].values())
+        per_req = (sim["latency_ms"]["mean"] or 0.0) * max(sim["completed"], 1)
+        if hot >= 0.85 and (not math.isfinite(got) or waited > 0.05 * per_req):
+            planned_rate *= 1.25
+            what = f"capacity: planning for {planned_rate:.4g} req/s"
+        else:
+            planned *= min(sla / got, 0.95) * 0.98 if math.isfinite(got) else 0.8
+            what = f"latency: planning for an SLA of {planned:.1f} ms"
+        say(f"validate: simulated p{sim['sla_percentile']:g} {_ms(got)} vs SLA {sla:g} ms; headroom {what}")
+        try:
+            plan = api.plan(workflows, **{**kw, "sla_ms": planned, "rate": planned_rate})
+        except PlacementError as e:
+            say(f"validate: no plan with that headroom: {e}")
+            break
+        # the new plan carries the headroom; judge it at the user's rate and SLA
+        sim = simulate(plan, rate=rate, duration_s=duration_s, seed=seed, arrivals=arrivals, sla_ms=sla, **ap)
+        rounds.append(_round(planned, planned_rate, plan, sim, what))
+    extra = plan.tco["per_hour"] - base.tco["per_hour"]
+    return {"plan": plan, "holds": bool(sim["meets_sla"]) if sla else True, "rounds": rounds, "sla_ms": sla,
+            "rate": rate, "headroom_cost_per_hour": extra,
+            "headroom_cost_fraction": extra / base.tco["per_hour"] if base.tco["per_hour"] else None,
+            "simulation": sim}
+
+
+def _round(planned, planned_rate, plan, sim, headroom) -> dict:
+    return {"sla_planned_ms": planned, "rate_planned": planned_rate, "per_hour": plan.tco["per_hour"],
+            "predicted_ms": plan.predicted.get("end_to_end_ms"),
+            "simulated_ms": sim.get("latency_at_sla_percentile_ms"),
+            "attainment": sim.get("sla_attainment"), "meets": sim.get("meets_sla"), "headroom": headroom}
+
+
+def format_validation(v: dict) -> str:
+    lines = ["validation by simulation:"]
+    for i, r in enumerate(v["rounds"]):
+        lines.append(f"  round {i}: planned for SLA {r['sla_planned_ms']:.1f} ms at {r['rate_planned']:.4g} "
+                     f"req/s, ${r['per_hour']:.4g}/hour, "
+                     f"predicted {_ms(r['predicted_ms'])}, simulated {_ms(r['simulated_ms'])}, "
+                     f"attainment {r['attainment']:.2%}" if r["attainment"] is not None else
+                     f"  round {i}: simulated {_ms(r['simulated_ms'])}")
+    if v["holds"]:
+        if len(v["rounds"]) > 1:
+            lines.append(f"the SLA holds with headroom: +${v['headroom_cost_per_hour']:.4g}/hour "
+                         f"({v['headroom_cost_fraction']:+.1%})")
+        else:
+            lines.append("the SLA holds in simulation; no headroom needed")
+    else:
+        lines.append("the SLA does NOT hold in simulation; no re-planned placement met it")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------- CLI
+def add_commands(subparsers) -> None:
+    """Register `hetagent simulate` on the CLI's subparsers."""
+    s = subparsers.add_parser("simulate", help="run a plan in virtual time: latency percentiles, SLA "
+                              "attainment, utilization and queueing per pool")
+    s.add_argument("plan", help="plan.json (from `hetagent plan -o`)")
+    src = s.add_mutually_exclusive_group()
+    src.add_argument("--trace", help="arrivals and token counts from an Azure (CSV) or Mooncake (JSONL) trace")
+    s.add_argument("--rate", type=float, help="requests per second (default: the plan's; with --trace: "
+                   "the trace's timing is scaled to this rate)")
+    s.add_argument("--duration", type=float, help="seconds of arrivals (default: the trace, else about "
+                   f"{DEFAULT_REQUESTS} requests)")
+    s.add_argument("--seed", type=int, default=0)
+    src.add_argument("--arrivals", choices=traces.PROCESSES, default="poisson",
+                     help="arrival process without a trace (default: poisson)")
+    s.add_argument("--cv", type=float, default=2.0, help="gamma arrivals: coefficient of variation")
+    s.add_argument("--burst-factor", type=float, default=4.0, help="bursty: burst rate / calm rate")
+    s.add_argument("--burst-fraction", type=float, default=0.1, help="bursty: fraction of time in bursts")
+    s.add_argument("--burst-seconds", type=float, default=10.0, help="bursty: mean burst length")
+    s.add_argument("--workflow", help="with several workflows in the plan: which one to simulate")
+    s.add_argument("--stage-times", metavar="RUN_JSON",
+                   help="calibrate each operator's time to a measured run's per-stage median "
+                        "(the JSON `hetagent run --json` prints)")
+    s.add_argument("--json", action="store_true", help="one line of JSON on stdout")
+    s.add_argument("-o", "--output", help="also write the JSON report here")
+    s.set_defaults(func=cmd_simulate)
+
+
+def cmd_simulate(args) -> None:
+    r = simulate(args.plan, trace=args.trace, rate=args.rate, duration_s=args.duration, seed=args.seed,
+                 arrivals=args.arrivals, cv=args.cv, burst_factor=args.burst_factor,
+                 burst_fraction=args.burst_fraction, burst_s=args.burst_seconds, workflow=args.workflow,
+                 stage_times=args.stage_times)
+    text = json.dumps(r, separators=(",", ":"))
+    if args.output:
+        from hetagent.atomic import write_atomic as write_output
+        write_output(args.output, text + "\n")
+    if args.json:
+        sys.stdout.write(text + "\n")
+    else:
+        sys.stdout.write(format_report(r).rstrip("\n") + "\n")
+
+
+def add_validate_arguments(parser) -> None:
+    """`hetagent plan` options for --validate."""
+    parser.add_argument("--validate", action="store_true",
+                        help="simulate the plan; if the SLA percentile fails, re-plan with more headroom")
+    parser.add_argument("--validate-seed", type=int, default=0)
+    parser.add_argument("--validate-duration", type=float,
+                        help="seconds of simulated arrivals (default: about 20,000 requests)")
+
+
+def validate_from_args(args, plan, plan_kwargs: dict):
+    """For cmd_plan: returns (final Plan, validation dict); the caller prints/writes the plan."""
+    v = validate_plan(args.workflows if len(args.workflows) > 1 else args.workflows[0], plan,
+                      seed=getattr(args, "validate_seed", 0),
+                      duration_s=getattr(args, "validate_duration", None), plan_kwargs=plan_kwargs)
+    return v["plan"], v
+
+
+__all__ = [
+    "HetagentError",
+    "add_commands",
+    "add_validate_arguments",
+    "format_histogram",
+    "format_report",
+    "format_validation",
+    "simulate",
+    "summarize",
+    "validate_from_args",
+    "validate_plan",
+    "validation_json",
+]
+
+
+def validation_json(v: dict) -> dict:
+    """The part of validate_plan's result that goes into JSON output (no Plan object, a short simulation)."""
+    sim = v["simulation"]
+    return {"holds": v["holds"], "sla_ms": v["sla_ms"], "rate": v["rate"], "rounds": v["rounds"],
+            "headroom_cost_per_hour": v["headroom_cost_per_hour"],
+            "headroom_cost_fraction": v["headroom_cost_fraction"],
+            "simulation": {k: sim.get(k) for k in ("requests", "completed", "latency_ms", "sla_attainment",
+                                                    "latency_at_sla_percentile_ms", "meets_sla", "histogram")}}

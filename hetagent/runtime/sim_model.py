@@ -1,0 +1,551 @@
+"""What the simulator executes: plan.json turned into stations (one per placed operator), a DAG with
+guards (loop copies, branch arms) and precomputed service times. See docs/simulator.md.
+
+Stations (one per operator of the plan, `replicas` from the plan):
+- `delay`   infinite servers: llm.kv_transfer (link time between the prefill's and the decode's device,
+            0 on one device kind), llm.remote (network latency + ms per output token).
+- `multi`   c parallel servers, one execution each, FIFO: tool.lookup (c = replicas x TOOL_CONCURRENCY,
+            lognormal latency), the other CPU-only kinds (c = replicas x the CPU's cores; their
+            throughput in the cost model is cores / latency).
+- `batch`   replicas x pp servers, each takes up to `batch` waiting executions at once (dynamic
+            batching: whatever is queued when a server frees up, no waiting for a full batch); a batch
+            of k takes the cost model's latency at batch k: llm.prefill, the MoE parts, speech, embed,
+            memory search and rerank.
+- `decode`  llm.decode: continuous batching, `replicas` replicas of batch x pp slots; all active
+            sequences advance one token per step, a step takes the cost model's time per token at the
+            current number of active sequences and their mean context; sequences join and leave between
+            steps (fluid: at any time).
+An operator the cost model cannot price (profile-only devices) keeps the plan's latency_ms at any batch,
+with replicas x batch servers.
+"""
+from __future__ import annotations
+
+import math
+import re
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from hetagent.errors import HetagentError, InputError
+
+CTX_BUCKET = 1.1        # geometric context / prompt buckets for service-time tables (10% wide)
+DELAY_KINDS = {"llm.kv_transfer", "llm.remote"}
+_IT = re.compile(r"^it(\d+)$")
+
+
+@dataclass
+class Station:
+    index: int
+    op: object                    # hetagent.ir.opgraph.Operator
+    placement: dict
+    type: str                     # delay | multi | batch | decode
+    servers: int                  # multi: c; batch: servers; decode: replicas
+    batch: int = 1                # batch: max batch; decode: slots per replica
+    fixed_ms: float | None = None  # a constant service time (delay, multi, fixed-latency batch)
+    lognormal: tuple | None = None  # tool.lookup: (mean ms, cv, extra ms)
+    variable: str | None = None   # "prefill" | "decode" | "kv" | "remote": sizes from the request
+    cost_fn: object = None        # (batch, tokens) -> ms   (batch: whole batch; decode: one step)
+    nominal_prompt: int = 0
+    nominal_output: int = 0
+    scale: float = 1.0            # plan latency_ms / the cost model's at the plan's option
+    factor: float = 1.0           # calibration to measured stage times (calibrate())
+    _memo: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.op.name
+
+    def service(self, k: int, tokens: float = 0.0) -> float:
+        """batch: ms for a batch of k at `tokens` prompt (bucketed); decode: ms per step at k active."""
+        b = _bucket(tokens) if tokens else 0
+        key = (k, b)
+        v = self._memo.get(key)
+        if v is None:
+            v = self._memo[key] = self.cost_fn(k, CTX_BUCKET ** b if b else 0) * self.factor
+        return v
+
+
+def _bucket(x: float) -> int:
+    return max(1, round(math.log(max(x, 1.0)) / math.log(CTX_BUCKET)))
+
+
+@dataclass
+class Guards:
+    loops: dict        # loop key -> list of reach probabilities of copies 1..N relative to copy 1
+    switches: dict     # switch id -> normalized arm probabilities
+    op_loops: list     # per operator: [(loop key, k)]
+    op_switch: list    # per operator: [(switch id, arm)]
+
+
+@dataclass
+class SimModel:
+    workflow: str
+    ops: list                      # Operators (executable ones), index = op id
+    stations: list                 # Station per op (same index)
+    preds: list                    # per op: list of predecessor op ids
+    edge_ms: dict                  # (p, q) -> transfer ms for a data edge between two device kinds
+    guards: Guards
+    main_llm: dict                 # {"prefill": [op ids], "decode": [...], "kv": [...], "remote": [...], "name"}
+    sla_ms: float | None
+    sla_percentile: float
+    rate_rps: float
+    per_hour: float
+    transfer: object = None
+    devices: dict = field(default_factory=dict)
+    _edge_memo: dict = field(default_factory=dict)
+
+    def transfer_ms(self, p: int, q: int) -> float:
+        """Transfer time from op p's output to op q (0 on one device kind or across a kv hand-off)."""
+        key = (p, q)
+        v = self._edge_memo.get(key)
+        if v is None:
+            v = self._edge_memo[key] = self._transfer(p, q)
+        return v
+
+    def _transfer(self, p, q) -> float:
+        a, b = self.stations[p].placement, self.stations[q].placement
+        if a["device"] == b["device"] or "llm.kv_transfer" in (self.ops[p].kind, self.ops[q].kind):
+            return 0.0
+        if self.transfer is None:
+            return 0.0
+        op = self.ops[p]
+        ms, _ = self.transfer(a["device"], b["device"], "edge", float(op.attrs.get("bytes_out", 0) or 0),
+                              float(op.attrs.get("tokens", 0) or 0))
+        return float(ms) if ms > 1e-6 else 0.0
+
+
+# ------------------------------------------------------------------------------------------- loading
+def load_plan(plan) -> dict:
+    """plan.json as a dict from a path, a JSON string, a dict or a Plan."""
+    if hasattr(plan, "to_json"):
+        return plan.to_json()
+    if isinstance(plan, dict):
+        return plan
+    import json
+    p = Path(str(plan))
+    if isinstance(plan, Path) or (isinstance(plan, str) and not plan.lstrip().startswith("{")):
+        if not p.is_file():
+            raise InputError("plan file not found", file=str(plan))
+        text = p.read_text()
+        src = str(plan)
+    else:
+        text, src = str(plan), "<plan>"
+    try:
+        d = json.loads(text)
+    except ValueError as e:
+        raise InputError(f"not a plan.json: {e}", file=src) from None
+    if not isinstance(d, dict) or "placements" not in d or not d.get("ir"):
+        raise InputError("not a plan.json with placements and a placed IR ('ir'); write one with "
+                         "`hetagent plan WF -o plan.json`", file=src)
+    if d.get("version") != 1:
+        raise InputError(f"plan version {d.get('version')!r} is not supported (expected 1)", file=src,
+                         field="version")
+    return d
+
+
+def _devices(inputs: dict) -> dict:
+    from hetagent.costmodel.devices import load_catalog
+    catalog = inputs.get("catalog") or "default"
+    try:
+        devices = dict(load_catalog(catalog)) if isinstance(catalog, str) else {}
+    except HetagentError:
+        devices = {}
+    fl = inputs.get("fleet")
+    if fl:
+        from hetagent.costmodel.fleet import load_fleet
+        fleet = None
+        path = fl.get("file")
+        try:
+            if fl.get("text"):
+                with tempfile.TemporaryDirectory() as td:
+                    f = Path(td) / (Path(path).name if path else "fleet.yaml")
+                    f.write_text(fl["text"])
+                    fleet = load_fleet(f)
+                    got, _, _ = fleet.resolve()
+            else:
+                fleet = load_fleet(path or fl.get("name"))
+                got, _, _ = fleet.resolve()
+            devices.update(got)
+        except HetagentError:
+            pass
+    return devices
+
+
+def _profiles(inputs: dict):
+    text = inputs.get("profiles")
+    if not text:
+        return None
+    from hetagent.costmodel.profiles import parse_profiles
+    try:
+        return parse_profiles(text, "<plan profiles>")
+    except HetagentError:
+        return None
+
+
+def graph_of(plan: dict, workflow: str | None = None):
+    """(OpGraph, guards) of the plan's placed IR (one workflow: the first, or the one named)."""
+    from hetagent.ir.opgraph import extract
+    from hetagent.ir.text import parse_module
+    from hetagent.passes.registry import run
+    module = run(parse_module(plan["ir"], "<plan ir>"), "decompose,unroll")
+    from xdsl.dialects import func
+    from xdsl.dialects.builtin import ModuleOp
+    mains = [f for f in module.ops if isinstance(f, func.FuncOp)
+             and (f.attributes.get("agent.role") is None or f.attributes["agent.role"].data == "main")]
+    if not mains:
+        raise InputError("the plan's IR has no main workflow", field="ir")
+    main = mains[0]
+    if workflow is not None:
+        main = next((f for f in mains if f.sym_name.data == workflow), None)
+        if main is None:
+            raise InputError(f"workflow '{workflow}' is not in the plan; choices: "
+                             f"{', '.join(f.sym_name.data for f in mains)}")
+    if len(mains) > 1:       # extract() reads the first main function: keep only the chosen one
+        keep = [f for f in module.ops if f is main or f not in mains]
+        for f in keep:
+            f.detach()
+        module = ModuleOp(keep)
+    graph = extract(module)
+    switch_of = _switch_arms(module)
+    return graph, switch_of
+
+
+def _switch_arms(module) -> dict:
+    """{operator name: [(switch id, arm index)]} and {switch id: arm probabilities}, mirroring extract()."""
+    from xdsl.dialects import func, scf
+
+    from hetagent.ir import dialects as d
+    funcs = {f.sym_name.data: f for f in module.ops if isinstance(f, func.FuncOp)}
+    main = next(f for f in funcs.values() if f.attributes.get("agent.role", None) is None
+                or f.attributes["agent.role"].data == "main")
+    arms: dict = {}
+    probs: dict = {}
+
+    def attr(op, key, default):
+        a = op.attributes.get(key)
+        return d.attr_value(a) if a is not None else default
+
+    def walk(block, prefix, guard):
+        for op in block.ops:
+            if isinstance(op, scf.IndexSwitchOp):
+                sid = f"{prefix}{attr(op, 'node', 'switch')}#{len(probs)}"
+                p = list(attr(op.operands[0].owner, "probabilities", []))
+                regions = list(op.case_regions) + [op.default_region]
+                pr = (p[:len(regions) - 1] + [p[-1]]) if p else [1.0 / len(regions)] * len(regions)
+                tot = sum(pr) or 1.0
+                probs[sid] = [x / tot for x in pr]
+                for i, region in enumerate(regions):
+                    walk(region.block, prefix, guard + [(sid, i)])
+                continue
+            if isinstance(op, func.CallOp):
+                callee = funcs[op.callee.string_value()]
+                walk(callee.body.block, f"{prefix}{attr(op, 'node', callee.sym_name.data)}.", guard)
+                continue
+            if "node" in op.attributes:
+                arms[prefix + attr(op, "node", op.name)] = list(guard)
+
+    walk(main.body.block, "", [])
+    return {"arms": arms, "probs": probs}
+
+
+def _loop_guards(names: list[str], weights: dict) -> tuple[dict, list]:
+    """Loop copies from operator names `<loop>.it<k>.<rest>`: per loop key the reach of copy k relative to
+    copy 1 (the product of continue probabilities, from the unrolled weights), per name its guards."""
+    names_set = set(names)
+    per_name, loops = [], {}
+    for n in names:
+        segs = n.split(".")
+        g = []
+        for i in range(1, len(segs) - 1):
+            m = _IT.match(segs[i])
+            if not m:
+                continue
+            key, k, rest = ".".join(segs[:i]), int(m.group(1)), ".".join(segs[i + 1:])
+            first = f"{key}.it1.{rest}"
+            if first not in names_set:
+                continue
+            g.append((key, k))
+            ref = weights[first]
+            rel = weights[n] / ref if ref > 0 else 0.0
+            lst = loops.setdefault(key, {})
+            lst[k] = max(lst.get(k, 0.0), min(1.0, rel))
+        per_name.append(g)
+    out = {}
+    for key, d in loops.items():
+        n = max(d)
+        r = [1.0] + [d.get(k, 0.0) for k in range(2, n + 1)]
+        for i in range(1, n):                 # reach never grows with k
+            r[i] = min(r[i], r[i - 1])
+        out[key] = r
+    return out, per_name
+
+
+def _call_key(name: str) -> str:
+    """An LLM call's identity across loop copies: 'agent.it2.think.decode' -> 'agent.think'."""
+    segs = [s for s in name.split(".")[:-1] if not _IT.match(s)]
+    return ".".join(segs)
+
+
+def _main_llm(ops) -> dict:
+    groups: dict = {}
+    for i, op in enumerate(ops):
+        if op.kind in ("llm.prefill", "llm.decode", "llm.kv_transfer", "llm.remote"):
+            g = groups.setdefault(_call_key(op.name), {"prefill": [], "decode": [], "kv": [], "remote": [],
+                                                       "tokens": 0.0})
+            part = {"llm.prefill": "prefill", "llm.decode": "decode", "llm.kv_transfer": "kv",
+                    "llm.remote": "remote"}[op.kind]
+            g[part].append(i)
+            if op.kind in ("llm.decode", "llm.remote"):
+                g["tokens"] += op.weight * (float(op.attrs.get("prompt_tokens", 0) or 0)
+                                            + float(op.attrs.get("output_tokens", 0) or 0))
+    if not groups:
+        return {"name": None, "prefill": [], "decode": [], "kv": [], "remote": []}
+    name = max(groups, key=lambda k: (groups[k]["tokens"], k))
+    return {"name": name, **{k: groups[name][k] for k in ("prefill", "decode", "kv", "remote")}}
+
+
+def build(plan, workflow: str | None = None) -> SimModel:
+    """The simulation model of a plan (a path, dict, JSON text or Plan)."""
+    from hetagent.costmodel import operators as om
+    from hetagent.placement import _transfer_fn
+    d = load_plan(plan)
+    inputs = d.get("inputs") or {}
+    graph, sw = graph_of(d, workflow)
+    qualified = len(d.get("workflows") or []) > 1
+    by_name = {p["operator"]: p for p in d["placements"]}
+    devices = _devices(inputs)
+    profiles = _profiles(inputs)
+    ops, placements = [], []
+    for op in graph.operators:
+        p = by_name.get(f"{graph.workflow}/{op.name}" if qualified else op.name)
+        if p is None:
+            p = by_name.get(op.name)
+        if p is None:
+            raise InputError(f"operator '{op.name}' of the IR has no placement in the plan", field="placements")
+        ops.append(op)
+        placements.append(p)
+    idx = {op.name: i for i, op in enumerate(ops)}
+    preds = [[] for _ in ops]
+    for a, b in graph.edges:
+        if a in idx and b in idx:
+            preds[idx[b]].append(idx[a])
+    weights = {op.name: op.weight for op in ops}
+    loops, op_loops = _loop_guards([op.name for op in ops], weights)
+    op_switch = [sw["arms"].get(op.name, []) for op in ops]
+    guards = Guards(loops, sw["probs"], op_loops, op_switch)
+    main = _main_llm(ops)
+    stations = []
+    for i, (op, p) in enumerate(zip(ops, placements)):
+        stations.append(_station(i, op, p, devices, profiles, om, ops, preds, placements))
+    for part in ("prefill", "decode", "kv", "remote"):
+        for i in main[part]:
+            stations[i].variable = part
+    sla = inputs.get("sla_ms") if inputs.get("sla_ms") is not None else graph.sla_ms
+    rate = inputs.get("rate") if inputs.get("rate") is not None else graph.rate_rps
+    if qualified and inputs.get("rate") is None:
+        rate = graph.rate_rps
+    transfer = _transfer_fn(devices, profiles) if devices or profiles else None
+    return SimModel(graph.workflow, ops, stations, preds, {}, guards, main, sla,
+                    float(graph.sla_percentile or 95.0), float(rate or 1.0),
+                    float((d.get("tco") or {}).get("per_hour") or 0.0), transfer, devices)
+
+
+def _station(i, op, p, devices, profiles, om, ops, preds, placements) -> Station:
+    from hetagent.costmodel.types import DeviceOption
+    kind = op.kind
+    replicas = max(1, int(p.get("replicas") or 1))
+    batch = max(1, int(p.get("batch") or 1))
+    pp = max(1, int(p.get("pp") or 1))
+    opt = DeviceOption(p["device"], int(p.get("tp") or 1), pp, batch, p.get("precision") or "fp16")
+    dev = devices.get(p["device"])
+    prompt = int(op.attrs.get("prompt_tokens", op.attrs.get("tokens", 0)) or 0)
+    out = int(op.attrs.get("output_tokens", 0) or 0)
+    st = Station(i, op, p, "batch", replicas * pp, batch, nominal_prompt=prompt, nominal_output=out)
+    # a plan solved with measured profiles keeps the plan's latencies (the profiles priced it)
+    profiled = profiles is not None
+    priceable = dev is not None
+
+    def price(o2, attrs=None):
+        o = replace(op, attrs=attrs) if attrs is not None else op
+        return om.cost(o, o2, devices)
+
+    if kind == "llm.kv_transfer":
+        st.type, st.servers, st.variable = "delay", 1, None
+        st.fixed_ms = float(p.get("latency_ms") or 0.0)
+        src = next((placements[q]["device"] for q in preds[i]), p["device"])
+        dst = p["device"]
+        nbytes = float(op.attrs.get("kv_bytes", 0) or 0)
+        st.cost_fn = _kv_fn(src, dst, nbytes, prompt or 1, placements, devices, profiles)
+        st.fixed_ms = st.cost_fn(1, prompt or 1)
+        return st
+    if kind == "llm.remote":
+        st.type, st.servers = "delay", 1
+        try:
+            st.fixed_ms = price(opt).latency_ms
+        except HetagentError:
+            st.fixed_ms = float(p.get("latency_ms") or 0.0)
+        st.cost_fn = lambda k, tokens, _o=op: _remote_ms(_o, tokens)
+        return st
+    if not priceable or profiled:
+        return _fixed(st, p, replicas, batch)
+    try:
+        base = price(opt)
+    except HetagentError:
+        return _fixed(st, p, replicas, batch)
+    # anchored to the plan: at the plan's own option the service time is the plan's latency_ms; the cost
+    # model gives only the shape (batch size, context), so a plan keeps simulating the same after the
+    # cost model or its calibration changes
+    planned = float(p.get("latency_ms") or 0.0)
+    scale = planned / base.latency_ms if planned > 0 and base.latency_ms > 0 else 1.0
+    st.scale = scale
+    if kind in om.CPU_ONLY_KINDS:
+        st.type = "multi"
+        cores = int(getattr(dev, "cores", None) or 1)
+        if kind == "tool.lookup":
+            st.servers = replicas * om.TOOL_CONCURRENCY
+            mean = float(op.attrs.get("latency_ms", 0) or 0)
+            cv = float(op.attrs.get("latency_cv", 0) or 0)
+            st.lognormal = (mean, cv, max(0.0, base.latency_ms * scale - mean))
+        else:
+            st.servers = replicas * cores
+        st.fixed_ms = base.latency_ms * scale
+        return st
+    if kind == "llm.decode":
+        st.type, st.servers, st.batch = "decode", replicas, batch * pp
+        o_nom = max(1, out)
+
+        def step(k, ctx, _o=o_nom):
+            """ms per token with k active sequences at mean context ctx (0: the operator's own)."""
+            kk = max(1, math.ceil(k / pp))
+            attrs = dict(op.attrs)
+            if ctx:
+                attrs["prompt_tokens"] = max(1, round(ctx - _o / 2.0))
+            try:
+                return price(replace(opt, batch=kk), attrs).latency_ms / _o * scale
+            except HetagentError:      # does not fit at this context: scale the nominal step linearly
+                c0 = prompt + _o / 2.0
+                return price(replace(opt, batch=kk)).latency_ms / _o * (max(ctx, c0) / c0) * scale
+        st.cost_fn = step
+        return st
+    # batch stations: a batch of k at `tokens` prompt tokens (0: the operator's own size)
+
+    def whole(k, tokens):
+        attrs = None
+        if tokens and kind == "llm.prefill":
+            attrs = dict(op.attrs, prompt_tokens=max(1, round(tokens)))
+        try:
+            return price(replace(opt, batch=k), attrs).latency_ms * scale
+        except HetagentError:
+            ref = price(replace(opt, batch=k)).latency_ms * scale
+            return ref * (tokens / prompt if tokens and prompt else 1.0)
+    st.cost_fn = whole
+    return st
+
+
+def _fixed(st, p, replicas, batch) -> Station:
+    st.type = "multi"
+    st.servers = replicas * batch
+    st.fixed_ms = float(p.get("latency_ms") or 0.0)
+    st.variable = None
+    return st
+
+
+def _kv_fn(src, dst, nbytes, tokens0, placements, devices, profiles):
+    if src == dst:
+        return lambda k, tokens: 0.0
+    from hetagent.placement import _transfer_fn
+    tf = _transfer_fn(devices, profiles)
+
+    def f(k, tokens):
+        t = tokens or tokens0
+        ms, _ = tf(src, dst, "llm.kv_transfer", nbytes * t / tokens0, t)
+        return float(ms)
+    return f
+
+
+def _remote_ms(op, output_tokens):
+    from hetagent.costmodel.operators import REMOTE_DEFAULTS
+    a = op.attrs
+    out = output_tokens or float(a.get("output_tokens", 0) or 0)
+    return float(a.get("latency_ms", REMOTE_DEFAULTS["latency_ms"])) + out * float(
+        a.get("ms_per_output_token", REMOTE_DEFAULTS["ms_per_output_token"]))
+
+
+def nominal_ms(st: Station) -> float:
+    """One execution alone: batch 1, the operator's own sizes (a decode: all its steps)."""
+    if st.type in ("delay", "multi"):
+        if st.lognormal is not None:
+            return st.lognormal[0] + st.lognormal[2]
+        return float(st.fixed_ms or 0.0)
+    if st.type == "decode":
+        return st.service(1) * max(1, st.nominal_output)
+    return st.service(1)
+
+
+def calibrate(model: SimModel, report) -> dict:
+    """Scale each operator's service times so that, alone, it takes a measured run's per-stage median
+    (`hetagent run --json`: per_stage_ms {op: {p50}}; a dict or a path). Returns {op: factor}; operators the
+    run did not measure keep the plan's times. Separates the cost model's error from the simulator's."""
+    import json
+    if not isinstance(report, dict):
+        p = Path(str(report))
+        if not p.is_file():
+            raise InputError("run report not found", file=str(report))
+        try:
+            report = json.loads(p.read_text().strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise InputError("not a `hetagent run --json` report", file=str(report)) from None
+    stages = report.get("per_stage_ms") or {}
+    out = {}
+    for st in model.stations:
+        v = stages.get(st.name)
+        m = v.get("p50") if isinstance(v, dict) else v
+        if m is None:
+            continue
+        m = float(m)
+        nom = nominal_ms(st)
+        if nom > 0:
+            f = m / nom
+            st.factor *= f
+            st._memo.clear()
+            if st.fixed_ms is not None:
+                st.fixed_ms *= f
+            if st.lognormal is not None:
+                mean, cv, extra = st.lognormal
+                st.lognormal = (mean * f, cv, extra * f)
+            out[st.name] = f
+        elif st.type in ("delay", "multi") and m > 0:
+            st.fixed_ms = m
+            st.cost_fn = (lambda k, tokens, _m=m: _m)
+            st._memo.clear()
+            out[st.name] = math.inf
+    return out
+
+
+# ------------------------------------------------------------------------------------------- draws
+def active_masks(model: SimModel, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Per request and operator, whether it runs: loop iteration counts and branch arms drawn per request.
+
+    Loop L with copies 1..N: K = max {k : U < r_k}, U uniform, r_k the reach of copy k (geometric:
+    r_k = q^(k-1), q from the workflow's expected count, capped at N). Branch: arm i with its probability."""
+    g = model.guards
+    m = len(model.ops)
+    mask = np.ones((n, m), dtype=bool)
+    counts = {}
+    for key in sorted(g.loops):
+        r = np.asarray(g.loops[key])
+        u = rng.random(n)
+        counts[key] = (u[:, None] < r[None, :]).sum(axis=1)      # r_1 = 1: at least one iteration
+    arms = {}
+    for sid in sorted(g.switches):
+        cum = np.cumsum(g.switches[sid])
+        cum[-1] = 1.0 + 1e-12
+        arms[sid] = np.searchsorted(cum, rng.random(n), side="right")
+    for j in range(m):
+        for key, k in g.op_loops[j]:
+            mask[:, j] &= counts[key] >= k
+        for sid, a in g.op_switch[j]:
+            mask[:, j] &= arms[sid] == a
+    return mask, counts, arms
