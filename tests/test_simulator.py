@@ -304,3 +304,24 @@ def test_stage_times_calibrate_operator_times(cpu_plan):
     assert r["stages"][names[0]]["p50"] == pytest.approx(1000.0, rel=1e-6)
     assert r["stages"][names[1]]["p50"] == pytest.approx(2.0, rel=1e-6)
     assert set(r["stage_times_calibrated"]) == set(names)
+
+
+def test_report_shows_the_simulated_distribution_against_the_sla(tmp_path):
+    """`hetagent simulate plan.json -o simulation.json` beside the plan: the report draws it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from hetagent import api
+    ex = Path(__file__).resolve().parent.parent / "configs" / "examples" / "paper_table3"
+    plan = api.plan(ex / "workflow.yaml", profiles=ex / "profiles.yaml")
+    (tmp_path / "plan.json").write_text(plan.dumps())
+    r = subprocess.run([sys.executable, "-m", "hetagent.cli", "simulate", str(tmp_path / "plan.json"),
+                        "--duration", "600", "--json", "-o", str(tmp_path / "simulation.json")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    model = api.report(tmp_path / "plan.json", fmt="json", sweeps=False)
+    sim = model["simulation"]
+    assert sim and sim["histogram"]["counts"] and sim["latency_ms"]["p50"] > 0
+    html = api.report(tmp_path / "plan.json", fmt="html", sweeps=False)
+    assert "imulat" in html
