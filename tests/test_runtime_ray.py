@@ -182,3 +182,41 @@ def test_llm_bound_to_openai_endpoint_and_served(ray_local, tmp_path_factory):
         r.close()
         r.d.shutdown()
         srv.shutdown()
+
+
+CHAIN = """
+name: chain
+sla: {latency_ms: 1000, percentile: 95}
+rate: 10
+nodes:
+  - {id: q, kind: input, text_tokens: 8}
+  - {id: h0, kind: memory_load, bytes: 64, inputs: [q]}
+  - {id: h1, kind: memory_load, bytes: 64, inputs: [h0]}
+  - {id: h2, kind: memory_load, bytes: 64, inputs: [h1]}
+  - {id: out, kind: output, inputs: [h2]}
+"""
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_cheap_chain_fused_into_one_call(ray_local, tmp_path_factory, fuse):
+    from hetagent.runtime.commands import deploy
+    plan = _plan(tmp_path_factory, CHAIN, "chain")
+    rt = deploy(plan, fuse=fuse)
+    try:
+        ops = [n for n in rt.d.graph.order if rt.d.graph.operators[n].kind == "memory.load"]
+        assert len(ops) == 3
+        if fuse:
+            assert list(rt.d.groups.values()) == [ops] and len(rt.d.pools) == 1
+            assert {rt.d.op_pool[n] for n in ops} == set(rt.d.pools)
+        else:
+            assert rt.d.groups == {} and len(rt.d.pools) == 3
+        for _ in range(3):
+            res = rt.call({"text": "hi", "question": "hi"}, timeout=60)
+            assert res.status == "completed", res.error
+            assert res.output["text"] == "hi"
+            assert set(res.stages) == set(ops) and all(v >= 0 for v in res.stages.values())
+        s = rt.metrics.summary()
+        assert s["completed"] == 3 and s["lost"] == 0
+    finally:
+        rt.close()
+        rt.d.shutdown()

@@ -31,6 +31,9 @@ from hetagent.errors import HetagentError
 
 LLM_KINDS = ("llm.prefill", "llm.decode", "llm.remote")
 STRUCTURAL = ("expert.gate", "expert.tp_prefill", "expert.merge", "comm.allreduce", "expert.tp_decode")
+# in-process operators with no model, no I/O and (near) no compute: a replica runs them inline on its
+# event loop (no batcher, no worker thread), and a chain of them on one device is fused into one call
+CHEAP_KINDS = ("memory.load", "memory.store", "memory.rerank", "tool.compute") + STRUCTURAL
 
 
 @dataclass
@@ -52,6 +55,13 @@ class OpSpec:
     code: str | None = None        # compute.code source (else a stand-in burning cpu_ms)
     code_limits: dict = field(default_factory=dict)
     corpus_vectors: object = None  # memory.vector_search: (vectors, passages)
+    members: list | None = None    # a fused pool: the OpSpecs of a chain of cheap operators, in order
+    embed_asset: dict | None = None  # embed.encode: a built llvm-cpu manifest entry (+ "_base_dir")
+
+
+def is_cheap(spec: OpSpec) -> bool:
+    """Run inline (and fusable): a cheap kind, real (an emulated one holds its device time), no endpoint."""
+    return spec.kind in CHEAP_KINDS and not spec.emulated and spec.endpoint is None
 
 
 class ModelCache:
@@ -116,6 +126,7 @@ class Executor:
         self._index = None
         self._store: dict[str, str] = {}
         self._endpoint = None
+        self._compiled = None
         if spec.endpoint and spec.kind in LLM_KINDS:
             from hetagent.backends.openai_endpoint import OpenAIEndpoint
             e = spec.endpoint
@@ -133,11 +144,22 @@ class Executor:
         elif k in ("speech.phonemize", "speech.synthesize"):
             self.models.get("piper")
         elif k == "embed.encode":
-            self.models.get("minilm")
+            self.embedder()
         elif k in LLM_KINDS:
             self.models.get("gemma")
         elif k == "memory.vector_search":
             self._build_index()
+
+    def embedder(self):
+        """embed.encode's model: the compiled llvm-cpu asset when the deployment was given one
+        (hetagent.backends.codegen.CompiledEmbedder, the same interface), else eager MiniLM."""
+        if self.spec.embed_asset is not None:
+            if self._compiled is None:
+                from hetagent.backends.codegen import CompiledEmbedder
+                e = self.spec.embed_asset
+                self._compiled = CompiledEmbedder(e, e.get("_base_dir"))
+            return self._compiled
+        return self.models.get("minilm")
 
     def _build_index(self):
         if self._index is None:
@@ -161,8 +183,11 @@ class Executor:
     def run_batch(self, items: list[tuple[dict, list[dict]]]) -> list[tuple[dict, dict]]:
         if self.kind == "embed.encode" and self._endpoint is None and len(items) > 1:
             texts = [_query(merge(inp)) for _, inp in items]
-            vecs, s = self.models.get("minilm").encode(texts)
-            return [({**merge(inp), "vec": vecs[i]}, {"batched": len(items)})
+            vecs, s = self.embedder().encode(texts)
+            info = {"batched": len(items)}
+            if self.spec.embed_asset is not None:
+                info["compiled"] = "llvm-cpu"
+            return [({**merge(inp), "vec": vecs[i]}, dict(info))
                     for i, (_, inp) in enumerate(items)]
         out = []
         for ctx, inp in items:
@@ -210,7 +235,9 @@ class Executor:
         return out
 
     def _embed_encode(self, ctx, p, info):
-        vecs, _ = self.models.get("minilm").encode([_query(p)])
+        vecs, _ = self.embedder().encode([_query(p)])
+        if self.spec.embed_asset is not None:
+            info["compiled"] = "llvm-cpu"
         return {**p, "vec": vecs[0]}
 
     def _memory_vector_search(self, ctx, p, info):
@@ -372,8 +399,14 @@ class OperatorReplica:
     def __init__(self, spec: OpSpec, index: int = 0):
         self.spec = spec
         self.index = index
-        self.ex = make_executor(spec)
-        self.ex.warm()
+        # a fused pool runs a chain of cheap operators, each with its own executor, in one call
+        self.members = [make_executor(m) for m in spec.members] if spec.members else None
+        for m in self.members or []:
+            m.warm()
+        self.ex = make_executor(spec) if self.members is None else None
+        if self.ex is not None:
+            self.ex.warm()
+        self.inline = self.members is not None or is_cheap(spec)
         self.queue: asyncio.Queue | None = None
         self.worker = None
         self.calls = 0
@@ -389,6 +422,8 @@ class OperatorReplica:
     async def call(self, ctx: dict, *inputs):
         """(meta, payload). Inputs arrive resolved (Ray resolves top-level references)."""
         self.calls += 1
+        if self.inline:    # cheap: run on the event loop, no batcher, no worker-thread hand-off
+            return self._run_inline(ctx, list(inputs))
         loop = asyncio.get_running_loop()
         if self.waits:   # I/O-bound: concurrent, no batching; the emulated hold is per call
             t0 = time.perf_counter()
@@ -406,6 +441,23 @@ class OperatorReplica:
         if isinstance(out, Exception):
             raise out
         return meta, out
+
+    def _run_inline(self, ctx: dict, inputs: list):
+        if self.members is None:
+            t0 = time.perf_counter()
+            out, info = self.ex.run(ctx, inputs)
+            own = time.perf_counter() - t0
+            return _meta(self.spec, own, own, info), out
+        metas = []
+        t_all = time.perf_counter()
+        for ex in self.members:
+            t0 = time.perf_counter()
+            out, info = ex.run(ctx, inputs)
+            own = time.perf_counter() - t0
+            metas.append(_meta(ex.spec, own, own, info))
+            inputs = [out]
+        own = time.perf_counter() - t_all
+        return {**_meta(self.spec, own, own, {}), "members": metas}, out
 
     async def _drain(self):
         loop = asyncio.get_running_loop()

@@ -31,13 +31,16 @@ def _load_plan(plan):
 
 def deploy(plan, *, address=None, real_devices=None, endpoints=None, admission=True,
            max_inflight=None, seed=0, threads=1, tool_timeout_s=10.0, tool_delay_ms=0.0,
-           code_limits=None, retries=6, sla_ms=None):
-    """Deploys a plan and returns a started Runtime (call .close() and .d.shutdown() when done)."""
+           code_limits=None, retries=6, sla_ms=None, fuse=True, assets=None):
+    """Deploys a plan and returns a started Runtime (call .close() and .d.shutdown() when done).
+
+    `fuse`: chains of cheap operators on one device run as one actor call. `assets`: a folder made
+    by `hetagent build` whose `built` llvm-cpu assets replace the eager model (embed.encode)."""
     from hetagent.runtime.deploy import Deployment
     from hetagent.runtime.router import Runtime
     d = Deployment(_load_plan(plan), address=address, real_devices=real_devices,
                    endpoints=endpoints, threads=threads, tool_timeout_s=tool_timeout_s,
-                   tool_delay_ms=tool_delay_ms, code_limits=code_limits)
+                   tool_delay_ms=tool_delay_ms, code_limits=code_limits, fuse=fuse, assets=assets)
     try:
         d.start()
     except BaseException:
@@ -69,23 +72,30 @@ def drive(rt, *, requests=20, rate=None, concurrency=None, text=None, seed=0,
     s["capacity_rps"] = round(rt.capacity_rps, 4) if rt.capacity_rps != float("inf") else None
     s["max_inflight"] = rt.max_inflight
     s["events"] = list(rt.d.events) + (replanner.events if replanner else [])
+    s["compiled"] = dict(rt.d.compiled)
+    s["fused"] = [list(m) for m in rt.d.groups.values()]
     return s
 
 
 def run(plan, *, requests: int = 20, rate: float | None = None, concurrency: int | None = None,
         address: str | None = None, real_devices=None, endpoints=None, admission: bool = True,
         max_inflight: int | None = None, seed: int = 0, text: str | None = None,
-        replan: str = "off", timeout_s: float | None = None, threads: int = 1) -> dict:
+        replan: str = "off", timeout_s: float | None = None, threads: int = 1,
+        assets=None, fuse: bool = True) -> dict:
     """Deploys `plan` (a Plan, its JSON, or a plan.json path), sends `requests` requests (open-loop
     Poisson at `rate`, default the plan's, or closed-loop with `concurrency` in flight) and returns
     the run report: requests, completed, failed, refused, lost, latency_ms {p50, p95, p99},
-    sla_attainment, throughput_rps, emulated, per_stage_ms, ..."""
+    sla_attainment, throughput_rps, emulated, compiled, fused, per_stage_ms, ...
+
+    `assets`: a folder made by `hetagent build`; operators with a `built` llvm-cpu asset there run
+    the compiled executable in place of the eager model (`compiled` in the report names them)."""
     if requests < 0:
         raise HetagentError("--requests must be 0 or more")
     if concurrency is not None and concurrency < 1:
         raise HetagentError("--concurrency must be at least 1")
     rt = deploy(plan, address=address, real_devices=real_devices, endpoints=endpoints,
-                admission=admission, max_inflight=max_inflight, seed=seed, threads=threads)
+                admission=admission, max_inflight=max_inflight, seed=seed, threads=threads,
+                assets=assets, fuse=fuse)
     rp = None
     try:
         if replan != "off":
@@ -118,7 +128,8 @@ def cmd_run(args) -> None:
     s = run(args.plan, requests=args.requests, rate=args.rate, concurrency=args.concurrency,
             address=args.address, endpoints=_endpoints(args.endpoint), seed=args.seed,
             admission=not args.no_admission, replan=args.replan, text=args.text,
-            real_devices=(set(args.real.split(",")) if args.real else None))
+            real_devices=(set(args.real.split(",")) if args.real else None),
+            assets=args.assets, fuse=not args.no_fuse)
     if args.json:
         sys.stdout.write(json.dumps(s, separators=(",", ":"), default=str) + "\n")
     else:
@@ -154,6 +165,10 @@ def add_commands(subparsers) -> None:
                    help="slow path: re-plan on drift (advisory prints the proposal)")
     p.add_argument("--no-admission", action="store_true", help="never refuse requests")
     p.add_argument("--text", help="the question asked (spoken with Piper for voice workflows)")
+    p.add_argument("--assets", metavar="DIR", help="a folder made by `hetagent build`: operators "
+                   "with a built llvm-cpu asset run it in place of the eager model")
+    p.add_argument("--no-fuse", action="store_true", help="one actor call per operator (no fused "
+                   "chains of cheap operators)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="one line of JSON on stdout")
     p.set_defaults(func=cmd_run)

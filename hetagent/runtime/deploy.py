@@ -111,7 +111,8 @@ class Deployment:
     def __init__(self, plan, *, address: str | None = None, real_devices=None,
                  endpoints: dict | None = None, share_copies: bool = True, threads: int = 1,
                  tool_timeout_s: float = 10.0, tool_delay_ms: float = 0.0, code_limits=None,
-                 max_restarts: int = 4, ready_timeout_s: float = 300.0, workflow_index: int = 0):
+                 max_restarts: int = 4, ready_timeout_s: float = 300.0, workflow_index: int = 0,
+                 fuse: bool = True, assets=None):
         self.plan_source = plan
         self.graph: RtGraph = from_plan(plan, workflow_index)
         self.address = address
@@ -131,6 +132,12 @@ class Deployment:
         self.tool_url = None
         self._corpus = None
         self.events: list[dict] = []          # re-plans, resizes, node losses
+        self.fuse = fuse
+        self.groups: dict[str, list[str]] = {}   # fused chain: head operator -> members (head first)
+        self.head_of: dict[str, str] = {}        # a fused member (not the head) -> its head
+        self.assets_dir = assets
+        self.compiled: dict[str, str] = {}       # operator -> how it runs compiled ("llvm-cpu <file>")
+        self._asset_entries = self._read_assets(assets) if assets else {}
 
     # -- start ---------------------------------------------------------------------------------
     def start(self) -> "Deployment":
@@ -178,6 +185,61 @@ class Deployment:
             self._corpus = corpus_vectors()
         return self._corpus
 
+    # -- compiled assets (hetagent build) -----------------------------------------------------------
+    @staticmethod
+    def _read_assets(assets) -> dict[str, dict]:
+        """operator -> its `built` llvm-cpu manifest entry, from DIR/manifest.json."""
+        from pathlib import Path
+
+        from hetagent.backends.codegen import read_manifest
+        d = Path(assets)
+        if not (d / "manifest.json").is_file():
+            raise HetagentError(f"--assets {assets}: no manifest.json there (make one with "
+                                f"`hetagent build plan.json -o {assets}`)")
+        out = {}
+        for e in read_manifest(d).get("assets", []):
+            if e.get("target") == "llvm-cpu" and e.get("status") == "built" and e.get("path"):
+                out[e["operator"]] = {**e, "_base_dir": str(d.resolve())}
+        return out
+
+    def asset_for(self, op) -> dict | None:
+        """The compiled asset this operator runs (embed.encode through CompiledEmbedder), if any.
+        Only real operators use one: an emulated operator stands in for another device."""
+        e = self._asset_entries.get(op.name) or self._asset_entries.get(op.node)
+        if e is None or self.is_emulated(op) or op.kind != "embed.encode" \
+                or e.get("kind") != "embed.encode":
+            return None
+        return e
+
+    # -- fusion ----------------------------------------------------------------------------------
+    def fusion_groups(self, graph: RtGraph) -> list[list[str]]:
+        """Chains of cheap operators (hetagent.runtime.actors.CHEAP_KINDS: no model, no I/O) on one
+        real device, each the only successor of the one before, with the same loop and branch guards
+        (so they run or are skipped together): each chain becomes one actor call."""
+        from hetagent.runtime.actors import CHEAP_KINDS
+        if not self.fuse:
+            return []
+
+        def ok(n):
+            op = graph.operators[n]
+            return op.kind in CHEAP_KINDS and not self.is_emulated(op) \
+                and self._endpoint_for(op) is None
+        groups: list[list[str]] = []
+        where: dict[str, int] = {}
+        for n in graph.order:
+            if not ok(n):
+                continue
+            preds = graph.preds[n]
+            if len(preds) == 1 and preds[0] in where and graph.succs[preds[0]] == [n]:
+                p, op = graph.operators[preds[0]], graph.operators[n]
+                if (p.device, p.loops, p.arms) == (op.device, op.loops, op.arms):
+                    groups[where[preds[0]]].append(n)
+                    where[n] = where[preds[0]]
+                    continue
+            where[n] = len(groups)
+            groups.append([n])
+        return [g for g in groups if len(g) > 1]
+
     def pool_key(self, op) -> str:
         if not self.share_copies:
             return op.name
@@ -191,31 +253,53 @@ class Deployment:
                       endpoint=self._endpoint_for(op), code_limits=self.code_limits)
         if op.kind == "memory.vector_search":
             spec.corpus_vectors = self._corpus_vectors()
+        asset = self.asset_for(op)
+        if asset is not None:
+            spec.embed_asset = asset
         return spec
+
+    def fused_spec(self, graph: RtGraph, members: list[str], key: str) -> OpSpec:
+        ops = [graph.operators[m] for m in members]
+        return OpSpec(name=key, kind="fused", attrs={"members": members}, device=ops[0].device,
+                      latency_ms=sum(o.latency_ms for o in ops), batch=1, threads=self.threads,
+                      members=[self.spec_for(o, self.pool_key(o)) for o in ops])
 
     def build_pools(self, graph: RtGraph, only: set[str] | None = None) -> dict[str, Pool]:
         """Creates the pools the graph needs (all, or those of the operators in `only`)."""
         from hetagent.runtime.actors import ray_actor_class
         import ray
         Actor = ray_actor_class()
+        groups = self.fusion_groups(graph)
+        group_of = {m: g for g in groups for m in g}
+        if only is not None:      # a fused chain is built whole
+            only = set(only) | {m for n in only for m in group_of.get(n, [])}
         wanted: dict[str, tuple] = {}
         mapping: dict[str, str] = {}
         for name in graph.order:
             op = graph.operators[name]
             if op.kind == "llm.kv_transfer" or (only is not None and name not in only):
                 continue
-            key = self.pool_key(op)
-            r = max(1, op.replicas)
+            grp = group_of.get(name)
+            if grp is not None:
+                key = "fused:" + "+".join(self.pool_key(graph.operators[m]) for m in grp)
+                mk = (lambda k, g=grp: self.fused_spec(graph, g, k))
+                r = max(max(1, graph.operators[m].replicas) for m in grp)
+            else:
+                key = self.pool_key(op)
+                mk = (lambda k, o=op: self.spec_for(o, k))
+                r = max(1, op.replicas)
             if key in wanted:
                 wanted[key] = (wanted[key][0], max(wanted[key][1], r))
             else:
-                wanted[key] = (op, r)
+                wanted[key] = (mk, r)
             mapping[name] = key
+            if op.kind == "embed.encode" and self.asset_for(op) is not None:
+                self.compiled[name] = "llvm-cpu " + str(self.asset_for(op).get("path"))
         new = {}
-        for key, (op, r) in wanted.items():
+        for key, (mk, r) in wanted.items():
             if key in self.pools:
                 continue
-            pool = Pool(key, self.spec_for(op, key), r)
+            pool = Pool(key, mk(key), r)
             for i in range(r):
                 self._add_actor(pool, Actor, i)
             new[key] = pool
@@ -228,6 +312,8 @@ class Deployment:
             raise HetagentError(f"operator replicas did not start: {msg}") from None
         self.pools.update(new)          # pools first, then the mapping: the router never sees a
         self.op_pool.update(mapping)    # name whose pool is not there yet
+        self.groups = {g[0]: list(g) for g in groups}
+        self.head_of = {m: g[0] for g in groups for m in g[1:]}
         return new
 
     def _add_actor(self, pool: Pool, Actor=None, index: int | None = None) -> None:
@@ -272,13 +358,20 @@ class Deployment:
                  and (op.device, op.tp, op.batch) != (self.graph.operators[n].device,
                                                       self.graph.operators[n].tp,
                                                       self.graph.operators[n].batch)]
-        self.build_pools(graph, only=set(moved))
+        only = set(moved)
+        for members in self.groups.values():      # a fused chain with a moved member is rebuilt
+            if only & set(members):
+                only |= set(members)
+        self.build_pools(graph, only=only)
         self.graph = graph
+        want: dict[str, int] = {}
         for n, op in graph.operators.items():
             key = self.op_pool.get(n)
-            if key in self.pools and op.kind != "llm.kv_transfer" \
-                    and max(1, op.replicas) != len(self.pools[key].actors):
-                self.resize(key, max(1, op.replicas))
+            if key in self.pools and op.kind != "llm.kv_transfer":
+                want[key] = max(want.get(key, 1), max(1, op.replicas))
+        for key, r in want.items():
+            if r != len(self.pools[key].actors):
+                self.resize(key, r)
         used = set(self.op_pool.values())
         for key in [k for k in self.pools if k not in used]:
             for a in self.pools[key].actors:

@@ -38,6 +38,7 @@ class RunMetrics:
         self.lock = threading.Lock()
         self.started = time.time()
         self.standin: dict[str, dict] = {}            # operator -> {own_ms[], predicted_ms, slower}
+        self.compiled_calls: dict[str, int] = {}      # operator -> calls run by a compiled asset
 
     def new(self, rid: str) -> RequestRecord:
         r = RequestRecord(rid, sent=time.time())
@@ -53,6 +54,11 @@ class RunMetrics:
                                              "slower": 0})
             s["own_ms"].append(meta.get("own_ms", 0.0))
             s["slower"] += int(bool(meta.get("standin_slower")))
+
+    def note_compiled(self, op: str, meta: dict) -> None:
+        if meta.get("compiled"):
+            with self.lock:
+                self.compiled_calls[op] = self.compiled_calls.get(op, 0) + 1
 
     def recent(self, window_s: float = 10.0) -> dict:
         """Rate, latency and attainment over the last window (the live view, the slow path)."""
@@ -73,6 +79,7 @@ class RunMetrics:
         with self.lock:
             rs = list(self.records.values())
             standin = {k: dict(v) for k, v in self.standin.items()}
+            compiled_calls = dict(self.compiled_calls)
         done = [r for r in rs if r.status == "completed"]
         lat = [r.latency_ms for r in done]
         if wall_s is None:
@@ -104,6 +111,7 @@ class RunMetrics:
             "kv_transfer": {"count": len(kv),
                             "bytes": percentiles([b for _, b, _ in kv], (50,)).get("p50"),
                             "ms": percentiles([m for _, _, m in kv], (50, 95))},
+            "compiled_calls": compiled_calls,
             "errors": sorted({r.error for r in rs if r.error})[:10],
         }
         return out
@@ -140,6 +148,8 @@ def format_summary(s: dict) -> str:
            + " of completed; throughput "
            + ("-" if s["throughput_rps"] is None else f"{s['throughput_rps']:.3f} req/s"),
            "emulated: " + (", ".join(s["emulated"]) or "none")]
+    if s.get("compiled"):
+        out.append("compiled: " + ", ".join(f"{op} ({how})" for op, how in s["compiled"].items()))
     if s["per_stage_ms"]:
         rows = [("stage", "p50", "p95", "p99", "predicted", "n")]
         for op, v in s["per_stage_ms"].items():

@@ -145,6 +145,7 @@ class Runtime:
         with self.lock:
             decisions = g.draw(self.rng)
         active = g.active(decisions)
+        groups, head_of = self.d.groups, self.d.head_of     # fused chains (one call each)
         src = ray.put(payload)
         outs: dict[str, list] = {}
         events: dict[str, asyncio.Event] = {n: asyncio.Event() for n in g.order}
@@ -155,18 +156,23 @@ class Runtime:
             try:
                 for p in g.preds[name]:
                     await events[p].wait()
-                if errors:
+                if errors or name in head_of:     # a fused member: its head ran it
                     return
                 ins = [r for p in g.preds[name] for r in outs[p]] or [src]
                 op = g.operators[name]
                 if name not in active or op.kind == "llm.kv_transfer":
-                    outs[name] = ins              # skipped copy, or the hand-off (decode restores)
+                    for m in groups.get(name, [name]):
+                        outs[m] = ins             # skipped copy, or the hand-off (decode restores)
+                    return
+                if name in groups:
+                    await self._fused(groups[name], ctx, ins, rec, outs, stages)
                     return
                 t = time.time()
                 meta, ref = await self._call(name, ctx, ins, rec)
                 stages[name] = (time.time() - t) * 1000
                 rec.service[name] = meta.get("service_ms")
                 self.metrics.note_standin(name, meta)
+                self.metrics.note_compiled(name, meta)
                 if op.kind == "llm.decode" and "kv_restore_ms" in meta:
                     kv = next((p for p in g.preds[name]
                                if g.operators[p].kind == "llm.kv_transfer"), None)
@@ -186,6 +192,28 @@ class Runtime:
         vals = await asyncio.gather(*sinks)
         from hetagent.runtime.actors import merge
         return _public(merge(list(vals))), stages
+
+    async def _fused(self, members: list[str], ctx: dict, ins: list, rec, outs: dict,
+                     stages: dict) -> None:
+        """A fused chain in one actor call: each member's stage is its own service time plus an
+        equal share of the call's overhead; every member's output is the chain's output (only the
+        next member reads an inner one)."""
+        t = time.time()
+        meta, ref = await self._call(members[0], ctx, ins, rec)
+        wall = (time.time() - t) * 1000
+        metas = meta.get("members") or [meta]
+        done = members[:len(metas)]
+        extra = max(0.0, wall - sum(m.get("service_ms") or 0 for m in metas)) / len(done)
+        for m, mm in zip(done, metas):
+            stages[m] = (mm.get("service_ms") or 0) + extra
+            rec.service[m] = mm.get("service_ms")
+            outs[m] = [ref]
+        for m in members[len(done):]:   # the pool was replaced by an unfused one meanwhile
+            t = time.time()
+            meta, ref = await self._call(m, ctx, [ref], rec)
+            stages[m] = (time.time() - t) * 1000
+            rec.service[m] = meta.get("service_ms")
+            outs[m] = [ref]
 
     async def _call(self, name: str, ctx: dict, ins: list, rec):
         """One operator call with retries on dead or moved replicas; returns (meta, payload ref).
