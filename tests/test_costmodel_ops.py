@@ -29,6 +29,7 @@ ATTRS = {
     "tool.lookup": dict(tool="search", latency_ms=300, latency_cv=0.5, request_bytes=500, response_bytes=20000),
     "tool.compute": dict(tool="calculator", cpu_ms=2),
     "compute.code": dict(cpu_ms=15),
+    "compute.fused": dict(cpu_ms=25, parts=["a", "b"]),
 }
 
 

@@ -56,16 +56,16 @@ DEFAULT_GPU_PATH = DATA_DIR / "gpu_microbench.json"   # not gpu_calibration.json
 
 # Sizes per operator. TINY_SIZES is for tests (seconds, not minutes).
 SIZES = {
-    "audio_seconds": [10, 30, 60, 90],          # frontend and encode (90 s = 3 windows)
-    "speech_decode_sentences": [1, 3, 6],       # whole sentences of speech in one window
-    "tts_tokens": [10, 40, 160],
-    "embed_texts": [1, 8, 32],                  # texts of ~32 tokens each
-    "index_sizes": [10_000, 50_000, 100_000],
+    "audio_seconds": [10, 30, 60, 90, 120],     # frontend and encode (whole 30 s windows)
+    "speech_decode_sentences": [1, 2, 3, 6],    # whole sentences of speech in one window
+    "tts_tokens": [10, 20, 40, 80, 160],
+    "embed_texts": [1, 4, 8, 16, 32],           # texts of ~32 tokens each
+    "index_sizes": [10_000, 25_000, 50_000, 100_000, 200_000],
     "index_dims": [384],
     "extra_dims": [128, 768],                   # at the middle index size
     "top_k": [5],
-    "prompt_tokens": [32, 128, 512, 1024],
-    "decode_contexts": [32, 256, 1024],
+    "prompt_tokens": [32, 64, 128, 256, 512, 1024],
+    "decode_contexts": [32, 128, 256, 512, 1024],
     "decode_steps": 16,
     "matmul_n": 2048,
     "copy_mb": 256,

@@ -20,6 +20,8 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
+import numpy as np
+
 from hetagent.costmodel import calibration as cal
 from hetagent.costmodel import roofline as rl
 from hetagent.costmodel.types import DeviceOption, OpCost
@@ -280,13 +282,19 @@ def _model_matches(entry_model, op_model) -> bool:
 # - llm.prefill: compute-bound, x = FLOPs of the prompt: 2 x non-embedding params x n plus the causal attention
 #   4 L H d n^2 / 2 (model card; without a card, x = n);
 # - llm.decode: samples are [context, seconds per token]; seconds = output_tokens x (fixed + per x context);
+# - memory.vector_search and speech.frontend stream data whose working set outgrows the caches over the
+#   calibrated range (index floats; audio samples and mel frames), so time grows faster than linearly:
+#   seconds = a x units^b, fitted in log-log space (valid over the calibrated sizes; b is stored);
 # - every other kind: x = units (the line calibrate stored).
 WHISPER_WINDOW_S = 30.0
+POWER_LAW_KINDS = ("memory.vector_search", "speech.frontend")
 
 
 def cpu_regressor(kind, model=None):
     """(x(units) -> regressor, name) for the CPU calibration line of this operator kind."""
-    if kind in ("speech.frontend", "speech.encode"):
+    if kind in POWER_LAW_KINDS:
+        return float, "power"
+    if kind == "speech.encode":
         return (lambda n: math.ceil(max(float(n), 1e-9) / WHISPER_WINDOW_S)), "whisper_window"
     if kind == "llm.prefill" and model is not None:
         h, heads = model.hidden_size, model.heads
@@ -319,6 +327,13 @@ def fit_cpu_line(xs, ys) -> tuple[float, float]:
 def cpu_line(kind, samples, model=None) -> dict:
     """The fitted line of one CPU operator on `samples` ([units, seconds] pairs; decode: [context, s/token])."""
     fx, name = cpu_regressor(kind, model)
+    if name == "power":
+        pts = [(float(u), float(t)) for u, t in samples if u > 0 and t > 0]
+        if len(pts) >= 2 and len({u for u, _ in pts}) >= 2:
+            b, log_a = np.polyfit(np.log([u for u, _ in pts]), np.log([t for _, t in pts]), 1)
+            return {"fixed": 0.0, "per_x": float(np.exp(log_a)), "exponent": float(b), "regressor": "power",
+                    "fx": lambda n, b=float(b): float(n) ** b}
+        fx, name = float, "unit"
     fixed, per = fit_cpu_line([fx(u) for u, _ in samples], [s for _, s in samples])
     return {"fixed": fixed, "per_x": per, "regressor": name, "fx": fx}
 
