@@ -30,7 +30,7 @@ def _load_plan(plan):
 
 
 def deploy(plan, *, address=None, real_devices=None, endpoints=None, admission=True,
-           max_inflight=None, seed=0, threads=1, tool_timeout_s=10.0, tool_delay_ms=0.0,
+           max_inflight=None, seed=0, threads=None, tool_timeout_s=10.0, tool_delay_ms=0.0,
            code_limits=None, retries=6, sla_ms=None, fuse=True, assets=None):
     """Deploys a plan and returns a started Runtime (call .close() and .d.shutdown() when done).
 
@@ -80,7 +80,7 @@ def drive(rt, *, requests=20, rate=None, concurrency=None, text=None, seed=0,
 def run(plan, *, requests: int = 20, rate: float | None = None, concurrency: int | None = None,
         address: str | None = None, real_devices=None, endpoints=None, admission: bool = True,
         max_inflight: int | None = None, seed: int = 0, text: str | None = None,
-        replan: str = "off", timeout_s: float | None = None, threads: int = 1,
+        replan: str = "off", timeout_s: float | None = None, threads: int | None = None,
         assets=None, fuse: bool = True) -> dict:
     """Deploys `plan` (a Plan, its JSON, or a plan.json path), sends `requests` requests (open-loop
     Poisson at `rate`, default the plan's, or closed-loop with `concurrency` in flight) and returns

@@ -109,7 +109,7 @@ class Deployment:
     """The plan deployed: graph, pools, which operator uses which pool, what is emulated."""
 
     def __init__(self, plan, *, address: str | None = None, real_devices=None,
-                 endpoints: dict | None = None, share_copies: bool = True, threads: int = 1,
+                 endpoints: dict | None = None, share_copies: bool = True, threads: int | None = None,
                  tool_timeout_s: float = 10.0, tool_delay_ms: float = 0.0, code_limits=None,
                  max_restarts: int = 4, ready_timeout_s: float = 300.0, workflow_index: int = 0,
                  fuse: bool = True, assets=None):
@@ -119,7 +119,10 @@ class Deployment:
         self.real = set(real_devices) if real_devices is not None else real_devices_default()
         self.endpoints = dict(endpoints or {})
         self.share_copies = share_copies
-        self.threads = threads
+        # Model threads per replica: by default the cores this process may use, the thread count the
+        # CPU calibration measured each operator with (`hetagent calibrate`), so the plan's stage times
+        # hold when requests do not overlap.
+        self.threads = threads or len(os.sched_getaffinity(0))
         self.tool_timeout_s = tool_timeout_s
         self.tool_delay_ms = tool_delay_ms
         self.code_limits = dict(code_limits or {})
