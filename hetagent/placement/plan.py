@@ -122,3 +122,47 @@ def format_plan(plan: Plan) -> str:
     out.append(f"solver: {s.get('status')}, gap {gap:.2%}, {s.get('seconds', 0):.2f} s" if gap is not None
                else f"solver: {s.get('status')}, {s.get('seconds', 0):.2f} s")
     return "\n".join(out)
+
+
+def read_plan(source) -> tuple["Plan", dict, "object | None"]:
+    """(Plan, the plan.json dict, its path or None) from a plan.json path, its JSON text, a dict or a
+    Plan. Every stage after placement reads plans through here; errors name the file and line."""
+    from pathlib import Path
+
+    from hetagent.errors import InputError
+    path = None
+    if isinstance(source, Plan):
+        return source, source.to_json(), None
+    if isinstance(source, (str, Path)) and not str(source).lstrip().startswith("{"):
+        path = Path(source)
+        if not path.is_file():
+            raise InputError("no such plan file (make one with `hetagent plan WF -o plan.json`)",
+                             file=str(path))
+        try:
+            raw = json.loads(path.read_text())
+        except OSError as e:
+            raise InputError(f"cannot read the plan: {e.strerror}", file=str(path)) from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            line = getattr(e, "lineno", None)
+            raise InputError(f"not a plan.json: {getattr(e, 'msg', e)}", file=str(path), line=line) from None
+    elif isinstance(source, str):
+        try:
+            raw = json.loads(source)
+        except json.JSONDecodeError as e:
+            raise InputError(f"not a plan.json: {e.msg}", line=e.lineno) from None
+    elif isinstance(source, dict):
+        raw = source
+    else:
+        raise InputError(f"expected a plan.json path, its text, a dict or a Plan, not {type(source).__name__}")
+    where = str(path) if path else None
+    if not isinstance(raw, dict) or not isinstance(raw.get("placements"), list):
+        raise InputError("not a plan.json (no `placements` list); make one with `hetagent plan`", file=where)
+    try:
+        return Plan.from_json(raw), raw, path
+    except (KeyError, TypeError) as e:
+        raise InputError(f"plan.json is missing or has a malformed field: {e}", file=where) from None
+
+
+def load_plan(source) -> "Plan":
+    """A Plan from a plan.json path, its JSON text, a dict or a Plan (see read_plan)."""
+    return read_plan(source)[0]

@@ -12,8 +12,8 @@ import math
 import time
 from pathlib import Path
 
-from hetagent.errors import HetagentError, InputError
-from hetagent.placement.plan import Plan
+from hetagent.errors import HetagentError
+from hetagent.placement.plan import Plan, read_plan
 from hetagent.report import resolve
 
 VERSION = 1
@@ -28,32 +28,7 @@ TINY_TRANSFER_MS = 0.1
 
 def load_plan(plan) -> tuple[Plan, dict, Path | None]:
     """(Plan, the raw plan.json dict, its path or None) from a path, a JSON string, a dict or a Plan."""
-    path = None
-    if isinstance(plan, Plan):
-        return plan, plan.to_json(), None
-    if isinstance(plan, (str, Path)) and not str(plan).lstrip().startswith("{"):
-        path = Path(plan)
-        try:
-            raw = json.loads(path.read_text())
-        except OSError as e:
-            raise InputError(f"cannot read the plan: {e.strerror}", file=str(path)) from None
-        except json.JSONDecodeError as e:
-            raise InputError(f"not a plan.json: {e.msg}", file=str(path), line=e.lineno) from None
-    elif isinstance(plan, str):
-        raw = json.loads(plan)
-    elif isinstance(plan, dict):
-        raw = plan
-    else:
-        raise InputError(f"report() takes a plan.json path, its text, a dict or a Plan, not "
-                         f"{type(plan).__name__}")
-    if not isinstance(raw, dict) or "placements" not in raw:
-        raise InputError("not a plan.json (no `placements`); make one with `hetagent plan`",
-                         file=str(path) if path else None)
-    try:
-        return Plan.from_json(raw), raw, path
-    except (KeyError, TypeError) as e:
-        raise InputError(f"plan.json is missing or has a malformed field: {e}",
-                         file=str(path) if path else None) from None
+    return read_plan(plan)
 
 
 def _side_file(path: Path | None, names, raw: dict, key: str) -> tuple[dict | None, str | None]:

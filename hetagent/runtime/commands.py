@@ -9,24 +9,13 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 from hetagent.errors import HetagentError
 
 
 def _load_plan(plan):
-    from hetagent.placement.plan import Plan
-    if isinstance(plan, Plan):
-        return plan
-    if isinstance(plan, dict):
-        return Plan.from_json(plan)
-    p = Path(plan)
-    if not p.is_file():
-        raise HetagentError(f"{plan}: no such plan file (make one with `hetagent plan WF -o plan.json`)")
-    try:
-        return Plan.from_json(json.loads(p.read_text()))
-    except (ValueError, KeyError, TypeError) as e:
-        raise HetagentError(f"{plan}: not a plan.json ({type(e).__name__}: {e})") from None
+    from hetagent.placement.plan import load_plan
+    return load_plan(plan)
 
 
 def deploy(plan, *, address=None, real_devices=None, endpoints=None, admission=True,

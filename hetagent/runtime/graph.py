@@ -164,18 +164,8 @@ def _guards(name: str, loops: dict, arm_of: dict) -> tuple[list, list, str]:
 
 def from_plan(plan, workflow_index: int = 0) -> RtGraph:
     """The runtime graph of a plan (a Plan or its JSON dict) for one of its workflows."""
-    from hetagent.placement.plan import Plan
-    if isinstance(plan, (str, Path)):
-        p = Path(plan)
-        if not p.is_file():
-            raise HetagentError(f"{plan}: no such plan file")
-        import json
-        try:
-            plan = json.loads(p.read_text())
-        except ValueError as e:
-            raise HetagentError(f"{plan}: not a plan (invalid JSON: {e})") from None
-    if isinstance(plan, dict):
-        plan = Plan.from_json(plan)
+    from hetagent.placement.plan import load_plan
+    plan = load_plan(plan)
     recs = (plan.inputs or {}).get("workflows") or []
     wf = None
     base_dir = None

@@ -213,10 +213,5 @@ class Replanner:
 
 
 def _as_plan(p):
-    from hetagent.placement.plan import Plan
-    if isinstance(p, Plan):
-        return p
-    if isinstance(p, dict):
-        return Plan.from_json(p)
-    import json
-    return Plan.from_json(json.loads(Path(p).read_text()))
+    from hetagent.placement.plan import load_plan
+    return load_plan(p)

@@ -118,30 +118,12 @@ class SimModel:
 
 # ------------------------------------------------------------------------------------------- loading
 def load_plan(plan) -> dict:
-    """plan.json as a dict from a path, a JSON string, a dict or a Plan."""
-    if hasattr(plan, "to_json"):
-        return plan.to_json()
-    if isinstance(plan, dict):
-        return plan
-    import json
-    p = Path(str(plan))
-    if isinstance(plan, Path) or (isinstance(plan, str) and not plan.lstrip().startswith("{")):
-        if not p.is_file():
-            raise InputError("plan file not found", file=str(plan))
-        text = p.read_text()
-        src = str(plan)
-    else:
-        text, src = str(plan), "<plan>"
-    try:
-        d = json.loads(text)
-    except ValueError as e:
-        raise InputError(f"not a plan.json: {e}", file=src) from None
-    if not isinstance(d, dict) or "placements" not in d or not d.get("ir"):
-        raise InputError("not a plan.json with placements and a placed IR ('ir'); write one with "
-                         "`hetagent plan WF -o plan.json`", file=src)
-    if d.get("version") != 1:
-        raise InputError(f"plan version {d.get('version')!r} is not supported (expected 1)", file=src,
-                         field="version")
+    """plan.json as a dict from a path, a JSON string, a dict or a Plan; it must carry the placed IR."""
+    from hetagent.placement.plan import read_plan
+    _, d, path = read_plan(plan)
+    if not d.get("ir"):
+        raise InputError("plan.json has no placed IR ('ir'); write one with `hetagent plan WF -o plan.json`",
+                         file=str(path) if path else None, field="ir")
     return d
 
 

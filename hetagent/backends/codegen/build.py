@@ -411,14 +411,7 @@ def plan_op_attrs(ir_text: str, file: str = "<plan ir>") -> dict[str, dict]:
 
 def build_from_plan(plan_path, out_dir, targets=None, options: BuildOptions | None = None) -> dict:
     """`hetagent build plan.json -o assets/ [--targets ...]`: read placements and the placed IR."""
-    p = Path(plan_path)
-    try:
-        plan = json.loads(p.read_text())
-    except OSError as e:
-        raise InputError(f"cannot read the plan: {e.strerror}", file=str(p)) from None
-    except json.JSONDecodeError as e:
-        raise InputError(f"not JSON: {e.msg}", file=str(p), line=e.lineno) from None
-    if not isinstance(plan, dict) or not isinstance(plan.get("placements"), list):
-        raise InputError("a plan needs a 'placements' list", file=str(p), field="placements")
-    attrs = plan_op_attrs(plan["ir"], f"{p}#ir") if plan.get("ir") else {}
+    from hetagent.placement.plan import read_plan
+    _, plan, _ = read_plan(plan_path)
+    attrs = plan_op_attrs(plan["ir"], f"{plan_path}#ir") if plan.get("ir") else {}
     return build_assets(plan["placements"], out_dir, targets=targets, op_attrs=attrs, options=options)
