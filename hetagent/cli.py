@@ -23,6 +23,15 @@ def print_json(doc) -> None:
     sys.stdout.write(json.dumps(doc, separators=(",", ":"), default=str) + "\n")
 
 
+# Optional dependencies by the extra (pyproject.toml) that installs them.
+OPTIONAL_EXTRAS = {
+    "runtime": {"ray", "fastapi", "uvicorn", "httpx", "prometheus_client"},
+    "codegen": {"torch", "torch_mlir", "onnx", "onnxruntime", "iree"},
+    "models": {"faster_whisper", "ctranslate2", "piper", "sentence_transformers", "faiss", "llama_cpp"},
+    "test": {"selenium"},
+}
+
+
 def _self_host(pairs: list[str] | None) -> dict[str, str]:
     out = {}
     for pair in pairs or []:
@@ -285,6 +294,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except ModuleNotFoundError as e:  # an optional dependency: say which extra brings it
+        top = (e.name or "").split(".")[0]
+        extra = next((x for x, mods in OPTIONAL_EXTRAS.items() if top in mods), None)
+        if extra is None:
+            raise
+        print(f"hetagent: error: `hetagent {args.command}` needs the package '{top}'; install it with "
+              f"pip install 'hetagent[{extra}]'", file=sys.stderr)
+        return 1
     except Exception as e:  # a bug, not the user's fault: still one line, details on request
         if os.environ.get("HETAGENT_DEBUG"):
             raise
