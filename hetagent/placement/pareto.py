@@ -19,14 +19,15 @@ def pareto(pb: milp.Problem, slas: list[float] | None = None, points: int = 8,
     if slas is None:
         fast = solve_problem(replace(pb, objective="makespan", soft_sla_penalty=None),
                              time_limit_s=time_limit_s)
-        cheap = solve_problem(replace(pb, objective="offline", soft_sla_penalty=None),
+        cheap = solve_problem(_with_sla(replace(pb, objective="tco"), None),   # cheapest, no SLA
                               time_limit_s=time_limit_s, gap=gap)
         if fast.evaluation is None or cheap.evaluation is None:
             return []
         lo, hi = max(fast.evaluation.end_to_end_ms), max(cheap.evaluation.end_to_end_ms)
         hi = max(hi, lo)
         k = max(2, points)
-        slas = [lo + (hi - lo) * i / (k - 1) for i in range(k)] if hi > lo else [lo]
+        # geometric spacing: cost changes fastest just above the fastest possible latency
+        slas = [lo * (hi / lo) ** (i / (k - 1)) for i in range(k)] if hi > lo > 0 else [lo]
     out = []
     for s in sorted(slas):
         r = solve_problem(_with_sla(replace(pb, objective="tco"), s), time_limit_s=time_limit_s, gap=gap)
