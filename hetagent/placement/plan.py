@@ -124,15 +124,15 @@ def format_plan(plan: Plan) -> str:
     return "\n".join(out)
 
 
-def read_plan(source) -> tuple["Plan", dict, "object | None"]:
-    """(Plan, the plan.json dict, its path or None) from a plan.json path, its JSON text, a dict or a
-    Plan. Every stage after placement reads plans through here; errors name the file and line."""
+def read_plan_json(source) -> tuple[dict, "object | None"]:
+    """(the plan.json dict, its path or None) from a plan.json path, its JSON text, a dict or a Plan;
+    checks only that it has a `placements` list. Errors name the file and line."""
     from pathlib import Path
 
     from hetagent.errors import InputError
     path = None
     if isinstance(source, Plan):
-        return source, source.to_json(), None
+        return source.to_json(), None
     if isinstance(source, (str, Path)) and not str(source).lstrip().startswith("{"):
         path = Path(source)
         if not path.is_file():
@@ -154,13 +154,24 @@ def read_plan(source) -> tuple["Plan", dict, "object | None"]:
         raw = source
     else:
         raise InputError(f"expected a plan.json path, its text, a dict or a Plan, not {type(source).__name__}")
-    where = str(path) if path else None
     if not isinstance(raw, dict) or not isinstance(raw.get("placements"), list):
-        raise InputError("not a plan.json (no `placements` list); make one with `hetagent plan`", file=where)
+        raise InputError("not a plan.json (no `placements` list); make one with `hetagent plan`",
+                         file=str(path) if path else None)
+    return raw, path
+
+
+def read_plan(source) -> tuple["Plan", dict, "object | None"]:
+    """(Plan, the plan.json dict, its path or None) from a plan.json path, its JSON text, a dict or a
+    Plan. Every stage after placement reads plans through here; errors name the file and line."""
+    from hetagent.errors import InputError
+    if isinstance(source, Plan):
+        return source, source.to_json(), None
+    raw, path = read_plan_json(source)
     try:
         return Plan.from_json(raw), raw, path
     except (KeyError, TypeError) as e:
-        raise InputError(f"plan.json is missing or has a malformed field: {e}", file=where) from None
+        raise InputError(f"plan.json is missing or has a malformed field: {e}",
+                         file=str(path) if path else None) from None
 
 
 def load_plan(source) -> "Plan":

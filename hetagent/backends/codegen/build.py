@@ -411,7 +411,7 @@ def plan_op_attrs(ir_text: str, file: str = "<plan ir>") -> dict[str, dict]:
 
 def build_from_plan(plan_path, out_dir, targets=None, options: BuildOptions | None = None) -> dict:
     """`hetagent build plan.json -o assets/ [--targets ...]`: read placements and the placed IR."""
-    from hetagent.placement.plan import read_plan
-    _, plan, _ = read_plan(plan_path)
+    from hetagent.placement.plan import read_plan_json
+    plan, _ = read_plan_json(plan_path)  # placements and the placed IR are all a build needs
     attrs = plan_op_attrs(plan["ir"], f"{plan_path}#ir") if plan.get("ir") else {}
     return build_assets(plan["placements"], out_dir, targets=targets, op_attrs=attrs, options=options)
