@@ -177,3 +177,18 @@ def read_plan(source) -> tuple["Plan", dict, "object | None"]:
 def load_plan(source) -> "Plan":
     """A Plan from a plan.json path, its JSON text, a dict or a Plan (see read_plan)."""
     return read_plan(source)[0]
+
+
+def embedded_workflow(record: dict):
+    """The Workflow a plan.json `inputs.workflows` record embeds, loaded again from its text.
+    Sub-agent files are read relative to the original workflow file."""
+    from pathlib import Path
+
+    from hetagent.errors import HetagentError
+    from hetagent.workflow import loader
+    if not record.get("text") or record.get("format", "yaml") != "yaml":
+        raise HetagentError(f"workflow '{record.get('name')}' has no embedded workflow text in plan.json; "
+                            "make the plan from a workflow file")
+    file = record.get("file") or "<plan.json>"
+    base = Path(file).resolve().parent if record.get("file") else Path(".")
+    return loader.loads(record["text"], file=file, base_dir=base)

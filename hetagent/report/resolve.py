@@ -80,22 +80,17 @@ def _graphs(inputs: dict, plan, notes: list[str]):
     from hetagent.ir.opgraph import extract
     from hetagent.ir.text import parse_module
     from hetagent.passes.registry import DEFAULT_PIPELINE, run
-    from hetagent.workflow import loader
+    from hetagent.placement.plan import embedded_workflow
     graphs = []
     recs = inputs.get("workflows") or []
     try:
         if not recs:
             raise HetagentError("plan.json embeds no workflow text")
         for rec in recs:
-            text, file = rec.get("text"), rec.get("file") or "<plan.json>"
-            if text is None:
-                raise HetagentError(f"workflow '{rec.get('name')}' has no embedded text")
-            if rec.get("format") == "mlir":
-                module = run(parse_module(text, file), "decompose,unroll")
+            if rec.get("format") == "mlir" and rec.get("text"):
+                module = run(parse_module(rec["text"], rec.get("file") or "<plan.json>"), "decompose,unroll")
             else:
-                base = Path(file).resolve().parent if Path(file).exists() else None
-                wf = loader.loads(text, file=file, base_dir=base)
-                module = run(run(build(wf), DEFAULT_PIPELINE), "decompose,unroll")
+                module = run(run(build(embedded_workflow(rec)), DEFAULT_PIPELINE), "decompose,unroll")
             graphs.append(extract(module))
         return graphs
     except HetagentError as e:

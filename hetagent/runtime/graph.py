@@ -171,11 +171,10 @@ def from_plan(plan, workflow_index: int = 0) -> RtGraph:
     base_dir = None
     if recs and workflow_index < len(recs) and recs[workflow_index].get("text") \
             and recs[workflow_index].get("format", "yaml") == "yaml":
-        from hetagent.workflow import loader
+        from hetagent.placement.plan import embedded_workflow
         rec = recs[workflow_index]
-        file = rec.get("file") or "<plan>"
-        base_dir = Path(file).resolve().parent if rec.get("file") else Path(".")
-        wf = loader.loads(rec["text"], file=file, base_dir=base_dir)
+        base_dir = Path(rec["file"]).resolve().parent if rec.get("file") else Path(".")
+        wf = embedded_workflow(rec)
         from hetagent import api
         graph = api.operator_graph(wf)
     elif plan.ir:

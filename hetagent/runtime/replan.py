@@ -61,16 +61,9 @@ def remaining_fleet_yaml(plan, alive: dict[str, float]) -> str:
 def solve_again(plan, *, rate: float | None = None, alive: dict[str, float] | None = None):
     """The plan's workflows placed again at `rate` on the devices `alive` (None: the same fleet)."""
     from hetagent import api
-    from hetagent.workflow import loader
+    from hetagent.placement.plan import embedded_workflow
     inputs = plan.inputs or {}
-    wfs = []
-    for rec in inputs.get("workflows") or []:
-        if not rec.get("text") or rec.get("format", "yaml") != "yaml":
-            raise HetagentError("re-planning needs the workflow text in plan.json; make the plan "
-                                "from a workflow file")
-        file = rec.get("file") or "<plan>"
-        base = Path(file).resolve().parent if rec.get("file") else Path(".")
-        wfs.append(loader.loads(rec["text"], file=file, base_dir=base))
+    wfs = [embedded_workflow(rec) for rec in inputs.get("workflows") or []]
     kw = dict(tco=_tco_arg(inputs), sla_ms=inputs.get("sla_ms"),
               rate=rate if rate is not None else inputs.get("rate"))
     if inputs.get("precisions"):
