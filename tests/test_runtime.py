@@ -54,8 +54,34 @@ def test_sandbox_result_and_scrubbed_env(monkeypatch):
     ("raise ValueError('boom')", {}, "ValueError: boom"),
 ])
 def test_sandbox_limits(src, limits, msg):
-    with pytest.raises(sandbox.SandboxError, match=msg):
+    with pytest.raises(sandbox.SandboxError, match=msg) as e:
         sandbox.run_code(src, None, sandbox.Limits(**limits))
+    assert not isinstance(e.value, sandbox.SandboxKilled)
+
+
+@pytest.mark.parametrize("src,limits,msg", [
+    # ignoring SIGXCPU runs into the hard limit (SIGKILL): still the code's own CPU time
+    ("import signal\nsignal.signal(signal.SIGXCPU, signal.SIG_IGN)\nwhile True: pass",
+     dict(cpu_seconds=1, wall_seconds=8), "CPU-time"),
+    ("print('x' * (1 << 22))", dict(max_output_bytes=1 << 16), "more than 65536 bytes"),
+    ("import os, time\nos.close(1)\ntime.sleep(30)", dict(wall_seconds=1), "wall-clock"),
+])
+def test_sandbox_limits_the_code_cannot_dodge(src, limits, msg):
+    with pytest.raises(sandbox.SandboxError, match=msg) as e:
+        sandbox.run_code(src, None, sandbox.Limits(**limits))
+    assert not isinstance(e.value, sandbox.SandboxKilled)
+
+
+def test_sandbox_killed_from_outside_is_not_a_cpu_limit():
+    """Ray kills a dying worker's children with SIGKILL; that must read as retryable, not as the
+    code's CPU limit (which once failed a request the runtime should have retried)."""
+    pytest.importorskip("ray")
+    from ray.exceptions import RayTaskError
+    from hetagent.runtime.router import _retryable
+    with pytest.raises(sandbox.SandboxKilled, match="killed from outside") as e:
+        sandbox.run_code("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
+    assert _retryable(RayTaskError("call", "", e.value).as_instanceof_cause())
+    assert not _retryable(RayTaskError("call", "", sandbox.SandboxError("x")).as_instanceof_cause())
 
 
 # ---- loopback tool -------------------------------------------------------------------------------

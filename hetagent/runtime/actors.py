@@ -111,7 +111,8 @@ def merge(inputs: list[dict]) -> dict:
 
 
 def _remaining(ctx: dict) -> float:
-    dl = ctx.get("deadline")
+    """Seconds until the router gives the request up (not its SLA deadline: late beats failed)."""
+    dl = ctx.get("cutoff", ctx.get("deadline"))
     return float("inf") if dl is None else dl - time.time()
 
 

@@ -30,7 +30,8 @@ from hetagent.runtime.metrics import RunMetrics
 
 RETRYABLE = ("RayActorError", "ActorDiedError", "ActorUnavailableError", "ActorUnschedulableError",
              "OwnerDiedError", "ObjectLostError", "ObjectFetchTimedOutError", "NodeDiedError",
-             "WorkerCrashedError", "ReferenceCountingAssertionError", "OutOfMemoryError")
+             "WorkerCrashedError", "ReferenceCountingAssertionError", "OutOfMemoryError",
+             "SandboxKilled")   # a code node's child killed with its dying worker
 
 
 @dataclass
@@ -109,7 +110,10 @@ class Runtime:
             self.inflight += 1
         t0 = time.time()
         budget = deadline_s if deadline_s is not None else (self.sla_ms or 60_000) / 1000
-        ctx = {"request_id": rid, "deadline": t0 + budget, "sent": t0,
+        # deadline: the SLA, which a late answer misses; cutoff: when the request is given up, which
+        # bounds every tool, model and code call (a late answer is still an answer)
+        ctx = {"request_id": rid, "deadline": t0 + budget, "cutoff": t0 + budget + self.grace_s,
+               "sent": t0,
                "session": payload.get("session") if isinstance(payload, dict) else None}
         try:
             out, stages = await asyncio.wait_for(self._flow(payload, ctx, rec),
