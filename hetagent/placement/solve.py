@@ -593,23 +593,3 @@ def solve_problem(pb, restrict=None, time_limit_s: float = 30, gap: float = 1e-4
         return Outcome(info, {}, None, prep, model)
     choice = milp.choice_of(model)
     return Outcome(info, choice, milp.evaluate(pb, prep, choice), prep, model)
-
-
-def _decomposed_start(pb, prep, time_limit_s, threads):
-    """A MIP start for several workflows: each workflow placed alone (a quarter of the time limit in all),
-    then pooled. None if any workflow fails or the pooled fleet breaks an inventory cap."""
-    from dataclasses import replace
-    from hetagent.placement import milp
-    choice, budget = {}, time_limit_s / 4 / len(pb.graphs)
-    for gi, g in enumerate(pb.graphs):
-        sub = replace(pb, graphs=[g], tables=[pb.tables[gi]])
-        sp = milp.Prepared([prep.options[gi]], [prep.transparent[gi]],
-                           [replace(e, g=0) for e in prep.edges if e.g == gi], [prep.dropped[gi]], True)
-        m = milp.build(sub, sp)
-        if solve(m.prob, budget, 0.01, threads).status not in ("optimal", "feasible"):
-            return None
-        choice.update({(gi, op): o for (_, op), o in milp.choice_of(m).items()})
-    ev = milp.evaluate(pb, prep, choice)
-    if any(n > pb.caps.get(d, n) for d, n in ev.counts.items()):
-        return None
-    return choice, ev.counts
