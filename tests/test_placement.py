@@ -292,6 +292,29 @@ def _scaling_problem(n_ops):
     return build_problem(gs, ps.cost_tables(gs, cat), None, None, cat, hour_costs=ps.hour_costs(cat))
 
 
+def _relaxed(pb, facility_cuts=True):
+    """(prepared options, model, HiGHS instance holding the solved LP relaxation) of a problem."""
+    import pulp
+    from hetagent.placement import milp
+    prep = milp.prepare(pb)
+    m = milp.build(pb, prep, facility_cuts=facility_cuts)
+    solver = pulp.HiGHS(msg=False)
+    solver.createAndConfigureSolver(m.prob)
+    solver.buildSolverModel(m.prob)
+    h = m.prob.solverModel
+    h.setOptionValue("solve_relaxation", True)
+    h.run()
+    return prep, m, h
+
+
+def _plan_of(pb, prep, m, vec):
+    """The evaluation of a full solution vector of model m."""
+    from hetagent.placement import milp
+    for var in m.prob.variables():
+        var.varValue = float(vec[var.index])
+    return milp.evaluate(pb, prep, milp.choice_of(m))
+
+
 def test_lp_guided_strategy_matches_plain_solve_and_reports_an_honest_gap(monkeypatch):
     import importlib
     S = importlib.import_module("hetagent.placement.solve")
@@ -306,25 +329,46 @@ def test_lp_guided_strategy_matches_plain_solve_and_reports_an_honest_gap(monkey
     if guided.info.gap is not None:        # the gap is against a bound of the full model
         lo = guided.evaluation.per_hour * (1 - guided.info.gap)
         assert lo <= plain.evaluation.per_hour + 1e-6
+    # whichever phase found it (a search, the recombination), the plan is what the model charges
+    assert guided.evaluation.per_hour == pytest.approx(guided.info.objective, rel=1e-6)
+    lag = guided.info.phases.get("lagrangian_bound")
+    assert lag is None or lag <= plain.evaluation.per_hour + 1e-6
+
+
+def test_recombination_of_plans_is_a_feasible_plan_no_worse_than_either():
+    """Two different plans of a 4-workflow problem, split per workflow: the master over their
+    placements returns a plan of the full model, priced exactly, no worse than the better one."""
+    import time
+    import numpy as np
+    from hetagent.placement.solve import _Decomposition
+    pb = _scaling_problem(40)
+    prep, m, h = _relaxed(pb, facility_cuts=False)
+    d = _Decomposition(h, np.array([v.index for v in m.n.values()]))
+    assert len(d.blocks) == len(pb.graphs) >= 3
+    h.setOptionValue("solve_relaxation", False)
+    plans = []
+    for seed, gap in ((0, 0.2), (7, 1e-6)):     # a rough plan and the optimum
+        h.setOptionValue("random_seed", seed)
+        h.setOptionValue("mip_rel_gap", gap)
+        h.run()
+        assert h.getInfo().primal_solution_status == 2
+        plans.append(h.getInfo().objective_function_value)
+        d.add(np.array(h.getSolution().col_value))
+    obj, vec = d.master(time.perf_counter() + 60, 1e-9)
+    assert obj <= min(plans) + 1e-6
+    ev = _plan_of(pb, prep, m, vec)
+    assert all(e <= g.sla_ms + 1e-6 for e, g in zip(ev.end_to_end_ms, pb.graphs))
+    assert ev.per_hour == pytest.approx(obj, rel=1e-6)
 
 
 def test_lagrangian_bound_is_valid_and_no_weaker_than_the_lp():
     import time
     import highspy
     import numpy as np
-    import pulp
-    from hetagent.placement import milp
     from hetagent.placement.solve import _lagrangian_bound
     pb = _scaling_problem(30)
     best = solve_problem(pb, None, 60, 1e-6)
-    prep = milp.prepare(pb)
-    m = milp.build(pb, prep)
-    solver = pulp.HiGHS(msg=False)
-    solver.createAndConfigureSolver(m.prob)
-    solver.buildSolverModel(m.prob)
-    h = m.prob.solverModel
-    h.setOptionValue("solve_relaxation", True)
-    h.run()
+    _, m, h = _relaxed(pb)
     assert h.getModelStatus() == highspy.HighsModelStatus.kOptimal
     lp = h.getInfo().objective_function_value
     lag = _lagrangian_bound(h, np.array([v.index for v in m.n.values()]), time.perf_counter() + 60)
@@ -337,26 +381,17 @@ def test_decomposition_master_plans_are_feasible_and_priced_exactly():
     valid bound of the full model (identical workflows priced once), and the master over per-workflow
     candidates returns a plan of the full model whose objective is exactly what the model charges for it."""
     import time
-    import highspy
     import numpy as np
-    import pulp
     from hetagent.placement import milp
     from hetagent.placement.solve import _Decomposition
     pb = _scaling_problem(30)
     best = solve_problem(pb, None, 60, 1e-6)
-    prep = milp.prepare(pb)
-    m = milp.build(pb, prep)
-    solver = pulp.HiGHS(msg=False)
-    solver.createAndConfigureSolver(m.prob)
-    solver.buildSolverModel(m.prob)
-    h = m.prob.solverModel
-    h.setOptionValue("solve_relaxation", True)
-    h.run()
+    prep, m, h = _relaxed(pb)
     lp = h.getInfo().objective_function_value
     d = _Decomposition(h, np.array([v.index for v in m.n.values()]))
     assert len(d.blocks) == len(pb.graphs)              # one block per workflow
-    bound, new = d.price(np.array(h.getSolution().row_dual), time.perf_counter() + 60, 1e-6)
-    assert new == len(d.blocks) and bound is not None
+    bound = d.price(np.array(h.getSolution().row_dual), time.perf_counter() + 60, 1e-6)
+    assert bound is not None and all(len(c) == 1 for c in d.cands)     # one priced placement each
     assert lp - 1e-6 <= bound <= best.info.objective + 1e-6
     # the optimal plan, split per workflow, is a candidate: the master finds a plan no worse
     h.setOptionValue("solve_relaxation", False)
@@ -365,11 +400,8 @@ def test_decomposition_master_plans_are_feasible_and_priced_exactly():
     d.add(np.array(h.getSolution().col_value))
     obj, vec = d.master(time.perf_counter() + 60, 1e-9)
     assert obj <= best.info.objective + 1e-6
-    for var in m.prob.variables():
-        var.varValue = float(vec[var.index])
-    choice = milp.choice_of(m)
-    assert len(choice) == len(best.choice)
-    ev = milp.evaluate(pb, prep, choice)
+    ev = _plan_of(pb, prep, m, vec)
+    assert len(milp.choice_of(m)) == len(best.choice)
     assert all(e <= g.sla_ms + 1e-6 for e, g in zip(ev.end_to_end_ms, pb.graphs))
     assert abs(ev.per_hour - obj) <= 1e-6 * max(1.0, obj)
     assert ev.per_hour >= best.info.objective * (1 - 1e-6) - 1e-9       # cannot beat the optimum

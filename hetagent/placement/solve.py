@@ -62,32 +62,46 @@ def _c_fflush():
 
 class _HiGHS(pulp.HiGHS):
     """pulp.HiGHS (highspy) plus a MIP start ({variable: value} for some variables; HiGHS completes it) and,
-    for large models, an LP-guided first phase (`groups`: per operator {device: [its option variables]}):
+    for large models, an LP-guided strategy (`groups`: per operator {device: [its option variables]};
+    `counts`: {device: its count variable n[d]}):
 
-      1. the LP relaxation: a valid lower bound on the optimum;
-      2. a sub-MIP where each operator keeps only the devices its LP solution uses (plus the start's):
-         small, and solved to the requested gap within part of the time;
-      3. the full MIP, started from the best plan so far, for the time left.
+      1. the LP relaxation (serial dual simplex, so the same duals every run): a valid lower bound, and
+         the device kinds a good plan needs;
+      2. a sub-MIP on the device kinds the LP relaxation uses (more than `KEEP_UNITS` devices, plus those
+         of the start); an operator with no option there keeps all of its options. A third of the full
+         model at 1000 operators, where HiGHS's own heuristics find good plans fast. HiGHS searches on
+         about one core, so with several workflows (`decompose`) the other core meanwhile
+         a. prices the Lagrangian bound (one small MIP per workflow, costs from the LP's duals), tighter
+            than the LP's since each workflow's choice stays integer,
+         b. finds a first plan in a narrow sub-MIP (`_first_plan`), then
+         c. runs a second search of the sub-MIP from it, with another random seed;
+         every plan either search finds is split into its workflows' placements, which a small master
+         MIP recombines (`_Decomposition.master`; at 1000 operators that usually beats both searches),
+         and the best plan so far is handed to both running searches. They stop once the best plan is
+         within the gap of the best bound. One workflow: the first plan, then one search;
+      3. the full MIP, started from the best plan so far, for the time left (skipped when within the gap).
 
-    The reported gap is (best plan - best proven bound) / best plan, the bound being the larger of the LP
-    relaxation's and HiGHS's own dual bound of the full model: never a bound of a restricted model."""
+    The reported gap is (best plan - best proven bound) / best plan, the bound being the largest of the
+    LP relaxation's, the Lagrangian's and HiGHS's own dual bound of the full model: never a bound of a
+    restricted model."""
 
+    KEEP_UNITS = 0.1         # the sub-MIP keeps a device kind whose LP count exceeds this
     LP_SHARE = 0.35          # most of the time limit the LP relaxation may take
-    LAG_SHARE = 0.4          # the LP and the Lagrangian bound together stop by this share of the limit
-    SUB_SHARE = 0.5          # most of the remaining time the restricted sub-MIP may take
-    FIX_INTEGRAL = True      # the sub-MIP fixes the operators whose LP choice is already integral
+    FIRST_SHARE = 0.15       # most of the time limit the first, narrow sub-MIP may take
+    LAG_SHARE = 0.75         # the Lagrangian bound must be done by this share of the limit
+    SUB_SHARE = 0.9          # most of the remaining time the searches may take (HiGHS may overrun a little)
 
-    def __init__(self, start=None, groups=None, coupling=None, **kw):
+    def __init__(self, start=None, groups=None, counts=None, decompose=False, **kw):
         super().__init__(**kw)
         self.start = start
         self.groups = groups
-        self.coupling = coupling
+        self.counts = counts or {}
+        self.decompose = decompose
         self.phases = {}
 
     def actualSolve(self, lp, callback=None):
         if not self.start and not self.groups:
             return super().actualSolve(lp)
-        import numpy as np
         self.createAndConfigureSolver(lp)
         self.buildSolverModel(lp)
         h = lp.solverModel
@@ -101,11 +115,11 @@ class _HiGHS(pulp.HiGHS):
                 start[v.index], have[v.index] = float(val), True
         lb, best = None, None            # proven lower bound of the full model; best (objective, values)
         if self.groups:
-            lb, best = self._lp_guided(h, np, t0, limit, start)
+            lb, best = self._lp_guided(h, t0, limit, start)
             gap_now = _rel_gap(best[0] if best else None, lb)
             if gap_now is not None and gap_now <= (self.gapRel or 0) + 1e-12:
-                self._load(h, np, best[1], lp)
-                self.phases["full"] = "skipped: the sub-MIP plan is within the gap of the LP bound"
+                self._load(h, best[1], lp)
+                self.phases["full"] = "skipped: the sub-MIP plan is within the gap of the bound"
                 lp._het_gap = gap_now
                 return lp.status
         left = limit - (time.perf_counter() - t0)
@@ -131,99 +145,219 @@ class _HiGHS(pulp.HiGHS):
         found = sol_status in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible)
         obj = info.objective_function_value if found else None
         if best is not None and (obj is None or obj > best[0] + 1e-9):
-            self._load(h, np, best[1], lp)      # the full MIP found nothing better in time: keep the plan
+            self._load(h, best[1], lp)      # the full MIP found nothing better in time: keep the plan
             lp._het_gap = _rel_gap(best[0], bound)
             return lp.status
         lp.assignStatus(status, sol_status)
         lp._het_gap = _rel_gap(obj, bound) if sol_status != pulp.LpSolutionOptimal else None
         return status
 
-    def _lp_guided(self, h, np, t0, limit, start):
+    def _lp_guided(self, h, t0, limit, start):
+        import threading
         import highspy
         lp0 = h.getLp()
         lower, upper = np.array(lp0.col_lower_), np.array(lp0.col_upper_)
         h.setOptionValue("solve_relaxation", True)
         h.setOptionValue("time_limit", max(limit * self.LP_SHARE, 0.2))
+        h.setOptionValue("parallel", "off")   # serial dual simplex: the same duals (Lagrangian) every run
         h.run()
+        h.setOptionValue("parallel", "choose")
         self.phases["lp_s"] = time.perf_counter() - t0
         if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
             h.setOptionValue("solve_relaxation", False)
             return None, None
-        lb = h.getInfo().objective_function_value
         x = np.array(h.getSolution().col_value)
-        self.phases["lp_bound"] = lb
-        best = None
+        y = np.array(h.getSolution().row_dual)
+        self.phases["lp_bound"] = h.getInfo().objective_function_value
+        # shared by the threads: the best bound (the searches stop within the gap of it) and plan
+        state = {"bound": self.phases["lp_bound"], "best": None, "lock": threading.Lock(),
+                 "new": threading.Event(), "done": threading.Event()}
         dec = None
+        if self.decompose and self.counts:
+            dec = _Decomposition(h, np.array([v.index for v in self.counts.values()]))
+            dec = dec if len(dec.blocks) > 1 else None
+            state["dec"] = dec
 
-        def better(cand):
-            nonlocal best
-            if cand is not None and (best is None or cand[0] < best[0] - 1e-9):
-                best = cand
-                return True
-            return False
-
-        if self.coupling:
-            t1 = time.perf_counter()
-            dec = _Decomposition(h, np.array([v.index for v in self.coupling]))
-            if len(dec.blocks) < 2:
-                dec = None
-            else:
-                if start is not None:
-                    dec.add(start)
-                lag, _ = dec.price(np.array(h.getSolution().row_dual),
-                                   t1 + max(limit * self.LAG_SHARE - (t1 - t0), 0.0), 1e-4)
-                self.phases["lagrangian_s"] = time.perf_counter() - t1
-                self.phases["lagrangian_bound"] = lag
-                if lag is not None and lag > lb:
-                    lb = lag
-                t2 = time.perf_counter()
-                if better(dec.master(t2 + max(limit - (t2 - t0), 0.0) * 0.1, self.gapRel or 1e-4)):
-                    self.phases["master_objective"] = best[0]
-                self.phases["master_s"] = time.perf_counter() - t2
-        plan = best[1] if best is not None else start
-        off, fixed = [], 0
-        for by_dev in self.groups:
-            # an operator the LP already places on one option keeps only it (and the plan's option)
-            opts = [v.index for vs in by_dev.values() for v in vs]
-            one = [j for j in opts if x[j] >= 1 - 1e-6] if self.FIX_INTEGRAL else []
-            if one:
-                fixed += 1
-                keep = set(one) | ({j for j in opts if plan[j] > 0.5} if plan is not None else set())
-                off.extend(j for j in opts if j not in keep)
-                continue
-            for vs in by_dev.values():
-                idx = [v.index for v in vs]
-                used = x[idx].sum() > 1e-6 or (plan is not None and plan[idx].sum() > 0.5)
-                if not used:
-                    off.extend(idx)
-        self.phases["lp_integral_ops"] = fixed
+        keep = {d for d, v in self.counts.items() if x[v.index] > self.KEEP_UNITS}
+        if start is not None:
+            keep |= {d for d, v in self.counts.items() if start[v.index] > 0.5}
+        off = []
+        for by_dev in self.groups.values():
+            if any(d in keep for d in by_dev):
+                off.extend(v.index for d, vs in by_dev.items() if d not in keep for v in vs)
+        self.phases["sub_devices"] = sorted(keep)
         off = np.array(sorted(off), dtype=np.int32)
+        # a second HiGHS instance for the first plan (below) and, with several workflows, a second search
+        twin = highspy.Highs()
+        twin.setOptionValue("output_flag", False)
+        twin.passModel(h.getModel())
+        twin.setOptionValue("random_seed", 1)
         h.setOptionValue("solve_relaxation", False)
         if len(off):
             h.changeColsBounds(len(off), off, np.zeros(len(off)), np.zeros(len(off)))
-        if plan is not None:
-            h.setSolution(highspy_solution(h, plan))
-        left = limit - (time.perf_counter() - t0)
-        h.setOptionValue("time_limit", max(left * self.SUB_SHARE, 0.2))
-        t1 = time.perf_counter()
-        h.run()
-        self.phases["sub_s"] = time.perf_counter() - t1
-        info = h.getInfo()
-        if info.primal_solution_status == 2:          # kSolutionStatusFeasible
-            sub = (info.objective_function_value, np.array(h.getSolution().col_value))
-            self.phases["sub_objective"] = sub[0]
-            better(sub)
-            if dec is not None:        # mix: each workflow takes its sub-MIP or its other candidates
-                dec.add(sub[1])
-                t2 = time.perf_counter()
-                if better(dec.master(t2 + max(limit - (t2 - t0), 0.0) * 0.2, self.gapRel or 1e-4)):
-                    self.phases["master2_objective"] = best[0]
-                self.phases["master2_s"] = time.perf_counter() - t2
+        if start is not None and not start[off].any():
+            h.setSolution(highspy_solution(h, start))
+
+        def first_then_second_search(end):
+            self._first_plan(twin, x, state, start, time.perf_counter() + limit * self.FIRST_SHARE)
+            first = state["best"][1] if state["best"] is not None else None
+            if len(off):
+                twin.changeColsBounds(len(off), off, np.zeros(len(off)), np.zeros(len(off)))
+            if first is not None and dec is not None:
+                dec.add(first)
+                state["new"].set()
+            if first is not None and not first[off].any():
+                twin.setSolution(highspy_solution(twin, first))
+            self._search(twin, state, end, "sub2")
+
+        if dec is None:        # one workflow: the first plan, then one search
+            self._first_plan(twin, x, state, start, time.perf_counter() + limit * self.FIRST_SHARE)
+            left = limit - (time.perf_counter() - t0)
+            self._search(h, state, time.perf_counter() + left * self.SUB_SHARE, "sub")
+        else:
+            # HiGHS searches a MIP on about one core. The other prices the Lagrangian bound, finds a
+            # first plan in a narrow sub-MIP (the wide one may find none in its time at 2000
+            # operators), then searches the sub-MIP from that plan with another seed. Every plan either
+            # search finds is split into its workflows' placements, which the master recombines (at
+            # 1000 operators usually into a better plan than either search's).
+            left = limit - (time.perf_counter() - t0)
+            end = time.perf_counter() + left * self.SUB_SHARE
+
+            def second():
+                t1 = time.perf_counter()
+                b = dec.price(y, t0 + limit * self.LAG_SHARE, 1e-4)
+                self.phases["lagrangian_s"] = time.perf_counter() - t1
+                self.phases["lagrangian_bound"] = b
+                with state["lock"]:
+                    state["bound"] = max(state["bound"], b or -math.inf)
+                state["new"].set()
+                first_then_second_search(end)
+
+            second_search = threading.Thread(target=second, name="hetagent-second-search", daemon=True)
+            recombiner = threading.Thread(target=self._recombine, args=(state, end), daemon=True,
+                                          name="hetagent-recombine")
+            second_search.start()
+            recombiner.start()
+            self._search(h, state, end, "sub")
+            best = state["best"]
+            if best is not None and best[0] <= state["bound"] / (1 - (self.gapRel or 1e-4)) + 1e-9:
+                state["done"].set()         # within the gap: the second search stops at its next poll
+            second_search.join(max(end - time.perf_counter(), 0.0) + 2.0)
+            state["done"].set()
+            state["new"].set()
+            recombiner.join(5.0)
+            self._recombine_once(state, max(t0 + limit - 0.5, time.perf_counter() + 0.1))
         if len(off):
             h.changeColsBounds(len(off), off, lower[off], upper[off])
-        return lb, best
+        return state["bound"], state["best"]
 
-    def _load(self, h, np, values, lp):
+    def _first_plan(self, h, x, state, start, deadline):
+        """A quick first plan from a narrow sub-MIP: an operator the LP places on one option keeps only
+        it, every other operator keeps the devices its LP solution uses. Poor (42-43 $/h at 1000
+        operators against 40 for the final plan) but found in a second or two even at 2000 operators,
+        where the wide sub-MIP may find none in its time; the second search starts from it."""
+        lp0 = h.getLp()
+        lower, upper = np.array(lp0.col_lower_), np.array(lp0.col_upper_)
+        h.setOptionValue("solve_relaxation", False)
+        off = []
+        for by_dev in self.groups.values():
+            opts = [v.index for vs in by_dev.values() for v in vs]
+            mine = {j for j in opts if start is not None and start[j] > 0.5}
+            one = [j for j in opts if x[j] >= 1 - 1e-6]
+            if one:
+                off.extend(j for j in opts if j not in set(one) | mine)
+                continue
+            for vs in by_dev.values():
+                idx = [v.index for v in vs]
+                if x[idx].sum() <= 1e-6 and not mine & set(idx):
+                    off.extend(idx)
+        off = np.array(sorted(off), dtype=np.int32)
+        h.changeColsBounds(len(off), off, np.zeros(len(off)), np.zeros(len(off)))
+        if start is not None:
+            h.setSolution(highspy_solution(h, start))
+        h.setOptionValue("time_limit", max(deadline - time.perf_counter(), 0.2))
+        h.setOptionValue("mip_rel_gap", self.gapRel or 1e-4)
+        t1 = time.perf_counter()
+        h.run()
+        self.phases["first_s"] = time.perf_counter() - t1
+        info = h.getInfo()
+        if info.primal_solution_status == 2:
+            self.phases["first_objective"] = info.objective_function_value
+            self._offer(state, info.objective_function_value, np.array(h.getSolution().col_value), "first")
+        h.changeColsBounds(len(off), off, lower[off], upper[off])
+
+    def _offer(self, state, value, values, name):
+        """A plan found by `name`: keep it if it is the best so far."""
+        with state["lock"]:
+            if state["best"] is None or value < state["best"][0] - 1e-9:
+                state["best"] = (value, values)
+                self.phases["best_from"] = name
+
+    def _recombine(self, state, end):
+        """Until the searches end: whenever they found new plans, recombine all plans' workflows."""
+        while not state["done"].is_set() and time.perf_counter() < end:
+            state["new"].wait(max(end - time.perf_counter(), 0.0))
+            state["new"].clear()
+            if not state["done"].is_set():
+                self._recombine_once(state, min(end, time.perf_counter() + 5.0))
+
+    def _recombine_once(self, state, deadline):
+        r = state["dec"].master(deadline, 1e-6)
+        if r is not None:
+            self.phases["recombined"] = self.phases.get("recombined", 0) + 1
+            self._offer(state, r[0], r[1], "recombination")
+
+    def _search(self, h, state, end, name):
+        """Runs the MIP in `h` until `end`, or until the best plan is within the gap of the best bound,
+        or (with no plan at half its time) gives up. Offers every plan it finds."""
+        gap = self.gapRel or 1e-4
+        t1 = time.perf_counter()
+        if end - t1 < 0.5:
+            return
+        give_up = t1 + (end - t1) / 2
+        dec = state.get("dec")
+
+        def check(e):
+            best = state["best"]
+            plan = min(e.data_out.mip_primal_bound, best[0] if best else math.inf)
+            if plan <= state["bound"] / (1 - gap) + 1e-9 or (plan >= 1e20 and time.perf_counter() > give_up) \
+                    or state["done"].is_set():
+                e.interrupt()
+
+        def found(e):
+            values = np.array(e.data_out.mip_solution)
+            self._offer(state, e.data_out.objective_function_value, values, name)
+            if dec is not None:
+                dec.add(values)
+                state["new"].set()
+
+        given = [math.inf]
+
+        def share(e):       # a better plan found elsewhere (the other search, recombination) joins in
+            best = state["best"]
+            if best is not None and best[0] < min(e.data_out.mip_primal_bound, given[0]) - 1e-9:
+                given[0] = best[0]
+                e.data_in.setSolution(best[1])
+                self.phases["shared"] = self.phases.get("shared", 0) + 1
+
+        h.setOptionValue("time_limit", end - t1)
+        h.setOptionValue("mip_rel_gap", gap)
+        callbacks = ((h.cbMipInterrupt, check), (h.cbMipImprovingSolution, found),
+                     (h.cbMipUserSolution, share))
+        for event, fn in callbacks:
+            event.subscribe(fn)
+        try:
+            h.run()
+        finally:
+            for event, fn in callbacks:
+                event.unsubscribe(fn)
+        self.phases[f"{name}_s"] = time.perf_counter() - t1
+        info = h.getInfo()
+        if info.primal_solution_status == 2:          # kSolutionStatusFeasible
+            self.phases[f"{name}_objective"] = info.objective_function_value
+            self._offer(state, info.objective_function_value, np.array(h.getSolution().col_value), name)
+
+    def _load(self, h, values, lp):
         """Put `values` (a full column vector) into the PuLP variables as the solution."""
         for var in lp.variables():
             var.varValue = float(values[var.index])
@@ -238,26 +372,24 @@ def _lagrangian_bound(h, ncols, deadline, gap=1e-6):
     at least as tightly as the LP, since each workflow's own choices are kept integer.
     h: a Highs whose LP relaxation was just solved. Returns the bound, or None (time ran out, or a
     multiplier would make the bound unbounded)."""
-    d = _Decomposition(h, ncols)
-    bound, _ = d.price(np.asarray(h.getSolution().row_dual), deadline, gap)
-    return bound
+    return _Decomposition(h, ncols).price(np.asarray(h.getSolution().row_dual), deadline, gap)
 
 
 class _Decomposition:
     """The placement model split at its coupling rows (every row holding a device count n[d]: pooled
-    throughput, memory, per-operator cuts). Without them the model falls apart into independent blocks,
-    one per workflow (its options, start times, transfers, SLA). Used two ways:
+    throughput, memory, per-operator rows). Without them the model falls apart into independent blocks,
+    one per workflow (its options, start times, transfers, SLA).
 
-    - price(y): Lagrangian relaxation with multipliers y on the coupling rows. Each block is a small MIP
-      with costs c - A^T y; the sum of their dual bounds plus y.rhs is a lower bound of the FULL model
-      (weak duality; valid for any sign-feasible y). Each block's solution is also kept as a candidate
-      placement of that workflow (a column).
-    - master(): one binary per candidate (one candidate per block), the device counts and the coupling
-      rows with each candidate's exact contribution. Any master solution is a feasible plan of the full
-      model (each candidate satisfies its own block's rows; the coupling rows are linear), so its value
-      is an honest upper bound. Its LP relaxation's duals give the next multipliers (column generation).
-    Identical blocks (identical workflows: same operators, rates and SLA give identical rows and costs)
-    are priced once."""
+    price(y): Lagrangian relaxation with multipliers y on the coupling rows. Each block is a small MIP
+    with costs c - A^T y; the sum of their dual bounds plus y.rhs is a lower bound of the FULL model
+    (weak duality; valid for any sign-feasible y). Identical blocks (identical workflows: same
+    operators, rates and SLA give identical rows and costs) are priced once. Each block's solution is
+    kept as a candidate placement of that workflow.
+    add(plan): keeps each workflow's part of a plan as a candidate.
+    master(): one binary per candidate (one candidate per block), the device counts and the coupling
+    rows with each candidate's exact contribution. Any master solution is a feasible plan of the full
+    model (each candidate satisfies its own block's rows; the coupling rows are linear), priced exactly.
+    Over the workflows' placements in several plans it recombines them: the best of them, or better."""
 
     def __init__(self, h, ncols):
         import highspy
@@ -295,7 +427,7 @@ class _Decomposition:
             comps.setdefault(lab[j], []).append(j)
         for k, r in enumerate(rows_kept):
             rows_by.setdefault(row_lab[k], []).append(k)
-        self.blocks = []       # (cols, Highs with the block's rows, structural key)
+        self.blocks = []       # (cols, HighsLp of the block's rows, structural key)
         for L, cols in comps.items():
             cols = np.array(cols)
             rws = np.array(rows_by.get(L, []), dtype=np.int64)
@@ -319,19 +451,22 @@ class _Decomposition:
                         self.cl[cols].tobytes(), self.cu[cols].tobytes(), self.integ[cols].tobytes(),
                         self.rl[rows_kept[rws]].tobytes(), self.ru[rows_kept[rws]].tobytes()))
             self.blocks.append((cols, m, key))
-        self.cands = [[] for _ in self.blocks]     # per block: list of candidate value vectors
-        self._seen = [set() for _ in self.blocks]
         self._solver = {}
+        self.cands = [[] for _ in self.blocks]     # per block: candidate placements (value vectors)
+        self._seen = [set() for _ in self.blocks]
 
-    def add(self, values, tol=1e-6):
-        """Add each block's part of a full solution vector as a candidate."""
+    def add(self, values):
+        """Keep each block's part of a full solution vector as a candidate placement of that block."""
         for b, (cols, _, _) in enumerate(self.blocks):
-            v = np.asarray(values)[cols]
-            v = np.where(self.integ[cols], np.round(v), v)
-            sig = v.round(6).tobytes()
-            if sig not in self._seen[b]:
-                self._seen[b].add(sig)
-                self.cands[b].append(v)
+            self._keep(b, np.asarray(values)[cols])
+
+    def _keep(self, b, v):
+        cols = self.blocks[b][0]
+        v = np.where(self.integ[cols], np.round(v), v)
+        sig = v.round(6).tobytes()
+        if sig not in self._seen[b]:
+            self._seen[b].add(sig)
+            self.cands[b].append(v)
 
     def _multipliers(self, y):
         yR = np.where(self.R, y, 0.0)
@@ -342,22 +477,22 @@ class _Decomposition:
         return yR, rhs
 
     def price(self, y, deadline, gap=1e-6):
-        """Lagrangian bound for row multipliers y (a full row vector; only coupling rows are used) and one
-        candidate per block. Returns (bound or None, number of new candidates)."""
+        """Lagrangian bound for row multipliers y (a full row vector; only coupling rows are used), or
+        None when time ran out or a multiplier makes it unbounded."""
         import highspy
         yR, rhs = self._multipliers(np.asarray(y, float))
         cmod = self.c - self.AT @ yR
         total = float(yR @ rhs) + self.offset
         xf = np.where(cmod[self.free] >= -1e-7, self.cl[self.free], self.cu[self.free])
-        ok = not np.any(np.abs(xf) >= 1e20)
-        if ok:
-            total += float(cmod[self.free] @ xf)
-        memo, new = {}, 0
+        if np.any(np.abs(xf) >= 1e20):
+            return None
+        total += float(cmod[self.free] @ xf)
+        memo = {}
         for b, (cols, m, key) in enumerate(self.blocks):
             k2 = (key, cmod[cols].round(12).tobytes())
             if k2 not in memo:
                 if deadline - time.perf_counter() < 0.05:
-                    return None, new
+                    return None
                 s = self._solver.get(b)
                 if s is None:
                     s = highspy.Highs()
@@ -373,28 +508,20 @@ class _Decomposition:
                 inf = s.getInfo()
                 bnd = inf.mip_dual_bound if any(self.integ[cols]) else inf.objective_function_value
                 sol = np.array(s.getSolution().col_value) if inf.primal_solution_status == 2 else None
-                if bnd is None or abs(bnd) > 1e20 or bnd != bnd:
-                    bnd = None
-                memo[k2] = (bnd, sol)
-            bnd, sol = memo[k2]
-            if bnd is None:
-                ok = False
-            else:
-                total += bnd
-            if sol is not None:
-                v = np.where(self.integ[cols], np.round(sol), sol)
-                sig = v.round(6).tobytes()
-                if sig not in self._seen[b]:
-                    self._seen[b].add(sig)
-                    self.cands[b].append(v)
-                    new += 1
-        return (total if ok else None), new
+                memo[k2] = None if bnd is None or abs(bnd) > 1e20 or bnd != bnd else (bnd, sol)
+            if memo[k2] is None:
+                return None
+            total += memo[k2][0]
+            if memo[k2][1] is not None:
+                self._keep(b, memo[k2][1])
+        return total
 
-    def master(self, deadline, gap=1e-4, relax=False):
-        """Choose one candidate per block and the free columns (device counts). relax: the LP relaxation;
-        returns its row duals (full row vector). Else the MIP: (objective, full solution vector) or None."""
+    def master(self, deadline, gap=1e-4):
+        """Choose one candidate per block and the free columns (device counts): (objective, full
+        solution vector), or None when some block has no candidate yet or time ran out."""
         import highspy
-        if any(not c for c in self.cands) or deadline - time.perf_counter() < 0.05:
+        cands = [list(c) for c in self.cands]      # a snapshot: searches may add candidates meanwhile
+        if any(not c for c in cands) or deadline - time.perf_counter() < 0.05:
             return None
         Rrows = np.nonzero(self.R)[0]
         nR = len(Rrows)
@@ -409,10 +536,10 @@ class _Decomposition:
         owner = []
         for b, (cols, _, _) in enumerate(self.blocks):
             sub = self.AR[:, cols]
-            for v in self.cands[b]:
+            for v in cands[b]:
                 col = sub @ v
                 nz = np.nonzero(np.abs(col) > 1e-12)[0]
-                data.extend(col[nz]), ind.extend(nz), 
+                data.extend(col[nz]), ind.extend(nz)
                 data.append(1.0), ind.append(nR + b), ptr.append(len(data))
                 cost.append(float(self.c[cols] @ v)), lo.append(0.0), hi.append(1.0), integ.append(True)
                 owner.append((b, v))
@@ -431,9 +558,8 @@ class _Decomposition:
         am.index_ = np.array(ind, dtype=np.int32)
         am.value_ = np.array(data, dtype=float)
         m.a_matrix_ = am
-        if not relax:
-            m.integrality_ = [highspy.HighsVarType.kInteger if i else highspy.HighsVarType.kContinuous
-                              for i in integ]
+        m.integrality_ = [highspy.HighsVarType.kInteger if i else highspy.HighsVarType.kContinuous
+                          for i in integ]
         s = highspy.Highs()
         s.setOptionValue("output_flag", False)
         s.setOptionValue("mip_rel_gap", gap)
@@ -441,12 +567,6 @@ class _Decomposition:
         s.passModel(m)
         s.run()
         inf = s.getInfo()
-        if relax:
-            if s.getModelStatus() != highspy.HighsModelStatus.kOptimal:
-                return None
-            y = np.zeros(self.nr)
-            y[Rrows] = np.array(s.getSolution().row_dual)[:nR]
-            return y
         if inf.primal_solution_status != 2:
             return None
         z = np.array(s.getSolution().col_value)
@@ -477,21 +597,23 @@ def highspy_solution(h, values):
     return sol
 
 
-def _solvers(time_limit_s, gap, threads, start=None, groups=None, coupling=None):
+def _solvers(time_limit_s, gap, threads, start=None, groups=None, counts=None, decompose=False):
     """(name, factory) in order of preference; a solver is only built when tried."""
-    yield "highs", lambda: _HiGHS(start, groups, coupling, msg=False, timeLimit=time_limit_s, gapRel=gap, threads=threads)
+    yield "highs", lambda: _HiGHS(start, groups, counts, decompose, msg=False, timeLimit=time_limit_s,
+                                  gapRel=gap, threads=threads)
     yield "cbc", lambda: pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit_s, gapRel=gap, threads=threads)
 
 
 def solve(prob: pulp.LpProblem, time_limit_s: float = 30, gap: float = 1e-4,
           threads: int | None = None, start: dict | None = None, groups: list | None = None,
-          coupling: list | None = None) -> SolveInfo:
+          counts: dict | None = None, decompose: bool = False) -> SolveInfo:
     """Solve `prob` in place; HiGHS first, CBC if HiGHS is missing or fails. `start`: a MIP start.
     `groups`: per operator {device: [option variables]}: use the LP-guided strategy (large models);
-    `coupling`: the variables shared by all workflows (device counts), for the Lagrangian bound."""
+    `counts`: {device: count variable}: the devices the sub-MIP may keep and, with `decompose` (several
+    workflows), the variables that link them: Lagrangian bound and recombination of plans."""
     last_err = None
     prob._het_gap = None
-    for name, factory in _solvers(max(time_limit_s, 0.5), gap, threads, start, groups, coupling):
+    for name, factory in _solvers(max(time_limit_s, 0.5), gap, threads, start, groups, counts, decompose):
         t0 = time.perf_counter()
         try:
             solver = factory()
@@ -541,7 +663,6 @@ def _gap(prob, name, default):
     return max(0.0, g)
 
 
-LAGRANGIAN = False          # see solve_problem
 LP_GUIDED_MIN_OPTIONS = 3000    # above this many binaries: LP relaxation, LP-guided sub-MIP, then the full MIP
 
 
@@ -569,7 +690,7 @@ def solve_problem(pb, restrict=None, time_limit_s: float = 30, gap: float = 1e-4
         start = (start_from.choice, start_from.evaluation.counts)
     else:
         start = None
-    model = milp.build(pb, prep, use_caps=use_caps)
+    model = milp.build(pb, prep, use_caps=use_caps, facility_cuts=not large)
     start_vars = None
     if start is not None:
         choice, counts = start
@@ -580,14 +701,9 @@ def solve_problem(pb, restrict=None, time_limit_s: float = 30, gap: float = 1e-4
         by: dict = {}
         for (gi, op, o), v in model.x.items():
             by.setdefault((gi, op), {}).setdefault(o.device, []).append(v)
-        groups = list(by.values())
-    # Several workflows, LAGRANGIAN on: the Lagrangian bound (one small MIP per workflow, priced by the LP's
-    # duals) and a master over the per-workflow placements it and the sub-MIP find. Off by default: on 2
-    # loaded cores the pricing takes 9-15 s at 1000 operators, its candidates alone make poor plans, and
-    # the primal phases need the time more (docs/placement.md, "Solver").
-    coupling = list(model.n.values()) if large and len(pb.graphs) > 1 and LAGRANGIAN else None
+        groups = by
     info = solve(model.prob, time_limit_s - (time.perf_counter() - t0), gap, threads, start_vars, groups,
-                 coupling)
+                 model.n if large else None, decompose=large and len(pb.graphs) > 1)
     info.seconds = time.perf_counter() - t0
     if info.status not in ("optimal", "feasible"):
         return Outcome(info, {}, None, prep, model)
