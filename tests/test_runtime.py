@@ -1,7 +1,5 @@
 """Runtime pieces that need no Ray: sandbox, loopback tool, plan graph and guards, metrics, the slow
 path's change penalty, and the HTTP service's validation (on a stub runtime)."""
-import json
-import os
 import random
 import time
 

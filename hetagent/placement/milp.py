@@ -39,7 +39,6 @@ from typing import Callable
 import numpy as np
 import pulp
 
-from hetagent.costmodel.types import DeviceOption, OpCost
 from hetagent.ir.opgraph import OpGraph
 
 KV = "llm.kv_transfer"
@@ -251,10 +250,12 @@ def _filter(pb, g, op, r: _Row, only, timed):
     """(usable options after the fleet, stage-SLA and SLA filters, pruned; [(option, why dropped)])."""
     n = len(r.opts)
     why = list(r.reasons)
+    ok = np.ones(n, bool)              # not dropped yet: an option keeps the first reason that hits it
     reason = np.full(n, None, dtype=object)
 
     def drop(mask, text):
-        mask = mask & (reason == None)  # noqa: E711 - elementwise
+        mask = mask & ok
+        ok[mask] = False
         for k in np.nonzero(mask)[0]:
             reason[k] = text(k) if callable(text) else text
 
@@ -277,7 +278,6 @@ def _filter(pb, g, op, r: _Row, only, timed):
     if timed and pb.soft_sla_penalty is None and op.on_sla_path and g.sla_ms is not None:
         drop(r.lat > g.sla_ms + 1e-9,
              lambda k: f"{r.lat[k]:.1f} ms alone exceeds the SLA of {g.sla_ms:g} ms")
-    ok = reason == None  # noqa: E711
     why += [(r.opts[k], reason[k]) for k in np.nonzero(~ok)[0]]
     kept = _undominated(r, np.nonzero(ok)[0], op_load(g, op), timed and op.on_sla_path)
     return {r.opts[k]: r.costs[k] for k in kept}, why
