@@ -277,16 +277,14 @@ def profile_cost_table(graph, profiles: Profiles) -> dict:
         for e in profiles.entries:          # later entries override earlier ones
             if not _matches(e, op):
                 continue
-            tok = op_tokens(op, e.tokens)
-            lat = e.latency_ms + e.latency_ms_per_token * tok
+            lat, price = charge(e, op_tokens(op, e.tokens))
             thr = e.throughput_rps or (e.option.batch * 1000.0 / lat if lat > 0 else 1e9)
             detail = {"source": f"{profiles.source}:{e.line}"}
             if e.ttft_ms is not None:
                 detail["ttft_ms"] = e.ttft_ms
             if e.tbt_ms is not None:
                 detail["tbt_ms"] = e.tbt_ms
-            opts[e.option] = OpCost(lat, thr, e.memory_gb, e.power_w, e.bound,
-                                    e.price_per_execution + e.price_per_token * tok, detail)
+            opts[e.option] = OpCost(lat, thr, e.memory_gb, e.power_w, e.bound, price, detail)
         if opts:
             table[op.name] = opts
     return table
@@ -315,10 +313,13 @@ def profile_transfer(profiles: Profiles, src: str, dst: str, kind: str | None = 
     for t in profiles.transfers:
         if t.src == src and t.dst == dst and (not t.kinds or kind in t.kinds):
             hit = t
-    if hit is None:
-        return None
-    return (hit.latency_ms + hit.latency_ms_per_token * tokens,
-            hit.price_per_execution + hit.price_per_token * tokens)
+    return None if hit is None else charge(hit, tokens)
+
+
+def charge(e: ProfileEntry | ProfileTransfer, tokens: float) -> tuple[float, float]:
+    """(latency ms, price $) of one execution of a profiled operator or transfer over `tokens`."""
+    return (e.latency_ms + e.latency_ms_per_token * tokens,
+            e.price_per_execution + e.price_per_token * tokens)
 
 
 def profile_hour_costs(profiles: Profiles) -> dict[str, dict]:
