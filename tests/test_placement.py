@@ -365,13 +365,14 @@ def test_lagrangian_bound_is_valid_and_no_weaker_than_the_lp():
     import time
     import highspy
     import numpy as np
-    from hetagent.placement.solve import _lagrangian_bound
+    from hetagent.placement.solve import _Decomposition
     pb = _scaling_problem(30)
     best = solve_problem(pb, None, 60, 1e-6)
     _, m, h = _relaxed(pb)
     assert h.getModelStatus() == highspy.HighsModelStatus.kOptimal
     lp = h.getInfo().objective_function_value
-    lag = _lagrangian_bound(h, np.array([v.index for v in m.n.values()]), time.perf_counter() + 60)
+    lag = _Decomposition(h, np.array([v.index for v in m.n.values()])).price(
+        np.array(h.getSolution().row_dual), time.perf_counter() + 60)
     assert lag is not None
     assert lp - 1e-6 <= lag <= best.info.objective + 1e-6
 

@@ -190,18 +190,10 @@ class _Row:
         return np.maximum(sh, 1e-6) * self.dpr
 
 
-def prune(g: OpGraph, op, opts: dict, timed: bool) -> dict:
-    """Drop options dominated by another option on the same device: no faster (when latency counts),
-    no more device share, memory, price or devices per replica. Exact for this model."""
-    if len(opts) <= 1:
-        return opts
-    r = _Row(opts)
-    return {r.opts[k]: r.costs[k] for k in _undominated(r, np.arange(len(r.opts)), op_load(g, op),
-                                                         timed and op.on_sla_path)}
-
-
 def _undominated(r: _Row, idx: np.ndarray, load: float, timed: bool) -> list[int]:
-    """Indices (of r's options, among idx) not dominated on their own device; see prune."""
+    """Indices (of r's options, among idx) not dominated by another option on the same device: no
+    faster (when latency counts), no more device share, memory, price or devices per replica. Exact
+    for this model."""
     sh = r.share(load)[idx]
     per = sh / r.dpr[idx]
     v_all = np.column_stack([r.lat[idx] if timed else np.zeros(len(idx)), sh,

@@ -193,16 +193,15 @@ class _HiGHS(pulp.HiGHS):
         twin.passModel(h.getModel())
         twin.setOptionValue("random_seed", 1)
         h.setOptionValue("solve_relaxation", False)
-        if len(off):
-            h.changeColsBounds(len(off), off, np.zeros(len(off)), np.zeros(len(off)))
+        _exclude(h, off)
         if start is not None and not start[off].any():
             h.setSolution(highspy_solution(h, start))
 
         def first_then_second_search(end):
-            self._first_plan(twin, x, state, start, time.perf_counter() + limit * self.FIRST_SHARE)
+            self._first_plan(twin, x, state, start, time.perf_counter() + limit * self.FIRST_SHARE,
+                             lower, upper)
             first = state["best"][1] if state["best"] is not None else None
-            if len(off):
-                twin.changeColsBounds(len(off), off, np.zeros(len(off)), np.zeros(len(off)))
+            _exclude(twin, off)
             if first is not None and dec is not None:
                 dec.add(first)
                 state["new"].set()
@@ -211,7 +210,8 @@ class _HiGHS(pulp.HiGHS):
             self._search(twin, state, end, "sub2")
 
         if dec is None:        # one workflow: the first plan, then one search
-            self._first_plan(twin, x, state, start, time.perf_counter() + limit * self.FIRST_SHARE)
+            self._first_plan(twin, x, state, start, time.perf_counter() + limit * self.FIRST_SHARE,
+                             lower, upper)
             left = limit - (time.perf_counter() - t0)
             self._search(h, state, time.perf_counter() + left * self.SUB_SHARE, "sub")
         else:
@@ -251,13 +251,12 @@ class _HiGHS(pulp.HiGHS):
             h.changeColsBounds(len(off), off, lower[off], upper[off])
         return state["bound"], state["best"]
 
-    def _first_plan(self, h, x, state, start, deadline):
+    def _first_plan(self, h, x, state, start, deadline, lower, upper):
         """A quick first plan from a narrow sub-MIP: an operator the LP places on one option keeps only
         it, every other operator keeps the devices its LP solution uses. Poor (42-43 $/h at 1000
         operators against 40 for the final plan) but found in a second or two even at 2000 operators,
-        where the wide sub-MIP may find none in its time; the second search starts from it."""
-        lp0 = h.getLp()
-        lower, upper = np.array(lp0.col_lower_), np.array(lp0.col_upper_)
+        where the wide sub-MIP may find none in its time; the second search starts from it.
+        lower, upper: the model's column bounds, restored afterwards."""
         h.setOptionValue("solve_relaxation", False)
         off = []
         for by_dev in self.groups.values():
@@ -272,7 +271,7 @@ class _HiGHS(pulp.HiGHS):
                 if x[idx].sum() <= 1e-6 and not mine & set(idx):
                     off.extend(idx)
         off = np.array(sorted(off), dtype=np.int32)
-        h.changeColsBounds(len(off), off, np.zeros(len(off)), np.zeros(len(off)))
+        _exclude(h, off)
         if start is not None:
             h.setSolution(highspy_solution(h, start))
         h.setOptionValue("time_limit", max(deadline - time.perf_counter(), 0.2))
@@ -362,17 +361,6 @@ class _HiGHS(pulp.HiGHS):
         for var in lp.variables():
             var.varValue = float(values[var.index])
         lp.assignStatus(pulp.LpStatusOptimal, pulp.LpSolutionIntegerFeasible)
-
-
-def _lagrangian_bound(h, ncols, deadline, gap=1e-6):
-    """A lower bound of the full MIP by Lagrangian relaxation, with the LP relaxation's row duals as the
-    multipliers of every row that holds a device count n[d] (pooled throughput, memory, per-operator
-    cuts). What remains splits into one small MIP per workflow (its options and its SLA), each solved
-    alone; their dual bounds plus the multipliers' constant bound the optimum from below (weak duality),
-    at least as tightly as the LP, since each workflow's own choices are kept integer.
-    h: a Highs whose LP relaxation was just solved. Returns the bound, or None (time ran out, or a
-    multiplier would make the bound unbounded)."""
-    return _Decomposition(h, ncols).price(np.asarray(h.getSolution().row_dual), deadline, gap)
 
 
 class _Decomposition:
@@ -576,6 +564,12 @@ class _Decomposition:
             if z[len(self.free) + k] > 0.5:
                 full[self.blocks[b][0]] = v
         return inf.objective_function_value, full
+
+
+def _exclude(h, cols):
+    """Fix the given columns of a Highs model to 0 (options a restricted model leaves out)."""
+    if len(cols):
+        h.changeColsBounds(len(cols), cols, np.zeros(len(cols)), np.zeros(len(cols)))
 
 
 def _rel_gap(obj, bound):
