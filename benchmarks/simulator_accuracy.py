@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     from hetagent import api
-    from hetagent.runtime.sim_commands import simulate
+    from hetagent.simulator.commands import simulate
     if a.plan:
         plan = json.loads(Path(a.plan).read_text())
     else:

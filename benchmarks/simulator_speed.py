@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     from hetagent import api
-    from hetagent.runtime.sim_commands import simulate
+    from hetagent.simulator.commands import simulate
     t0 = time.perf_counter()
     if a.plan:
         plan = json.loads(Path(a.plan).read_text())

@@ -20,7 +20,6 @@ from hetagent.workflow.model import Workflow
 __all__ = ["load", "compile", "to_mlir", "parse_mlir", "operator_graph", "estimate", "cost", "plan",
            "sweep_sla", "report", "run", "simulate", "validate_plan", "Client", "WorkflowBuilder", "Workflow", "DEFAULT_PIPELINE"]
 
-PLAN_PRECISIONS = ("fp16", "bf16")  # LLM precisions planned by default: no quantization
 
 
 def load(path: str | Path, *, self_host: dict[str, str] | None = None, config_dir=None) -> Workflow:
@@ -43,90 +42,29 @@ def parse_mlir(text: str, file: str = "<string>"):
     return parse_module(text, file)
 
 
-def _module(source):
-    """A compiled module from a workflow, a workflow path or a compiled .mlir path."""
-    if isinstance(source, (str, Path)) and str(source).endswith(".mlir"):
-        return run_passes(parse_module(Path(source).read_text(), str(source)), "decompose,unroll")
-    return compile(source)
-
-
-def _source_record(source, module) -> dict:
-    """What plan.json keeps of a workflow so that it can be solved again without the file."""
-    name = next(iter(module.ops)).sym_name.data
-    if isinstance(source, Workflow):
-        return {"name": name, "file": source._source_file, "text": source._source_text,
-                "format": "yaml"}
-    path = Path(source)
-    fmt = "mlir" if path.suffix == ".mlir" else "yaml"
-    return {"name": name, "file": str(path), "text": path.read_text(), "format": fmt}
-
-
-def _planning_inputs(workflows, fleet, tco, catalog, profiles, precisions):
-    """Everything `plan` and `sweep_sla` share: graphs, modules, cost tables and economics."""
-    from hetagent.costmodel.fleet import load_fleet
-    from hetagent.costmodel.operators import cost_table
-    from hetagent.costmodel.profiles import load_profiles, profiles_cover
-    from hetagent.costmodel.tco import load_tco
-    from hetagent.ir.opgraph import extract
-    sources = [workflows] if isinstance(workflows, (str, Path, Workflow)) else list(workflows)
-    modules = [_module(s) for s in sources]
-    graphs = [extract(run_passes(m, "decompose,unroll")) for m in modules]
-    prof = load_profiles(profiles) if profiles else None
-    fleet_obj = load_fleet(fleet) if fleet is not None else None
-    if catalog is None:
-        catalog = fleet_obj.catalog if fleet_obj is not None else "default"
-    tco_params = load_tco(tco)
-    devices = {}
-    if fleet_obj is not None:
-        devices, _, _ = fleet_obj.resolve()
-    else:
-        from hetagent.costmodel.devices import load_catalog
-        devices = load_catalog(catalog)
-    tables = None
-    if prof is None or not profiles_cover(graphs, prof):
-        tables = [cost_table(g, devices, precisions=precisions) for g in graphs]
-    inputs = {"workflows": [_source_record(s, m) for s, m in zip(sources, modules)],
-              "fleet": _file_record(fleet_obj.path if fleet_obj else None, fleet),
-              "tco": _file_record(tco_params.path if getattr(tco_params, "path", None) else None, tco),
-              "catalog": catalog, "precisions": list(precisions) if precisions else None}
-    return sources, modules, graphs, tables, fleet_obj, tco_params, devices, prof, inputs
-
-
-def _file_record(path, given) -> dict | None:
-    if given is None and path is None:
-        return None
-    rec = {"name": str(given) if given is not None else None, "file": str(path) if path else None}
-    if path and Path(path).is_file():
-        rec["text"] = Path(path).read_text()
-    return rec
-
-
 def plan(workflows, *, fleet=None, tco="default", catalog=None, profiles=None, rate=None,
-         sla_ms=None, precisions=PLAN_PRECISIONS, objective="tco", soft_sla_penalty=None,
+         sla_ms=None, precisions=None, objective="tco", soft_sla_penalty=None,
          time_limit_s=30.0, gap=1e-4):
     """Place one or more workflows (paths, Workflows or compiled .mlir paths) on one fleet.
 
     fleet: a fleet name or file (configs/fleets; default: every catalog device may be bought);
-    tco: a TCO name or file; profiles: a measured-profiles file overriding the cost model.
+    tco: a TCO name or file; profiles: a measured-profiles file overriding the cost model;
+    precisions: LLM precisions allowed (default: fp16 and bf16, no quantization).
     Returns a hetagent.placement.Plan; raises PlacementError explaining why when no plan exists."""
-    from hetagent.placement import place
-    from hetagent.placement.annotate import placed_ir
-    (sources, modules, graphs, tables, fleet_obj, tco_params, devices, prof,
-     inputs) = _planning_inputs(workflows, fleet, tco, catalog, profiles, precisions)
-    result = place(graphs, tables, fleet_obj, tco_params, devices, sla_ms=sla_ms, rate=rate,
-                   soft_sla_penalty=soft_sla_penalty, objective=objective, time_limit_s=time_limit_s,
-                   gap=gap, profiles=prof, inputs=inputs)
-    result.ir = placed_ir(modules, result.placements, qualified=len(graphs) > 1)
-    return result
+    from hetagent.placement.pipeline import plan_sources
+    return plan_sources(workflows, fleet=fleet, tco=tco, catalog=catalog, profiles=profiles, rate=rate,
+                        sla_ms=sla_ms, precisions=precisions, objective=objective,
+                        soft_sla_penalty=soft_sla_penalty, time_limit_s=time_limit_s, gap=gap)
 
 
 def sweep_sla(workflows, *, points: int = 8, slas=None, fleet=None, tco="default", catalog=None,
-              profiles=None, rate=None, precisions=PLAN_PRECISIONS, time_limit_s=30.0, gap=1e-4):
+              profiles=None, rate=None, precisions=None, time_limit_s=30.0, gap=1e-4):
     """The TCO-versus-SLA Pareto curve: [{sla_ms, feasible, status, per_hour, end_to_end_ms}]."""
     from hetagent.placement import build_problem
     from hetagent.placement.pareto import pareto
+    from hetagent.placement.pipeline import planning_inputs
     (_, _, graphs, tables, fleet_obj, tco_params, devices, prof,
-     _) = _planning_inputs(workflows, fleet, tco, catalog, profiles, precisions)
+     _) = planning_inputs(workflows, fleet, tco, catalog, profiles, precisions)
     pb = build_problem(graphs, tables, fleet_obj, tco_params, devices, rate=rate, profiles=prof)
     return pareto(pb, slas=slas, points=points, time_limit_s=time_limit_s, gap=gap)
 
@@ -196,17 +134,80 @@ def run(plan, **kwargs) -> dict:
 
 
 def simulate(plan, **kwargs) -> dict:
-    """Run a plan in virtual time against Poisson, bursty or trace arrivals (hetagent.runtime.simulator):
+    """Run a plan in virtual time against Poisson, bursty or trace arrivals (hetagent.simulator.engine):
     requests, completed, latency_ms {p50, p95, p99}, sla_attainment, per-stage and per-pool figures."""
-    from hetagent.runtime.sim_commands import simulate as _simulate
+    from hetagent.simulator.commands import simulate as _simulate
     return _simulate(plan, **kwargs)
 
 
-def validate_plan(workflows, plan=None, **kwargs) -> dict:
-    """Simulate a plan and, while its SLA percentile fails, re-plan with more headroom; returns the
-    final plan, whether it holds, the rounds and what the headroom costs."""
-    from hetagent.runtime.sim_commands import validate_plan as _validate
-    return _validate(workflows, plan, **kwargs)
+def validate_plan(workflows, given=None, *, seed: int = 0, duration_s: float | None = None,
+                  arrivals: str = "poisson", arrival_params: dict | None = None, max_rounds: int = 6,
+                  plan_kwargs: dict | None = None, log=None) -> dict:
+    """Simulate a plan; while the SLA percentile fails, re-plan with more headroom.
+
+    Two kinds of headroom, chosen from what the simulation shows:
+    - capacity: when a pool runs hot (utilization >= 0.85) and requests spend more than 5% of their time
+      queueing, the planner's rate is raised by 25% (more replicas), while the simulation keeps the
+      offered rate;
+    - latency: otherwise the SLA given to the planner is shrunk by the observed excess plus 2%:
+      sla_planned x min(SLA / simulated percentile, 0.95) x 0.98.
+    Stops when the simulated percentile holds, the planner finds no plan, or after max_rounds.
+    Returns {"plan": the final Plan, "holds", "sla_ms", "rate", "rounds": [{sla_planned_ms,
+    rate_planned, per_hour, predicted_ms, simulated_ms, attainment, meets, headroom}],
+    "headroom_cost_per_hour", "headroom_cost_fraction", "simulation": the final simulate() dict}."""
+    import math
+    import sys
+    from hetagent.errors import PlacementError
+    from hetagent.simulator import model as sim_model
+    from hetagent.simulator.commands import _ms
+    from hetagent.simulator.commands import simulate as _simulate
+    kw = dict(plan_kwargs or {})
+    ap = dict(arrival_params or {})
+    say = log or (lambda s: print(s, file=sys.stderr))
+    current = given if given is not None else plan(workflows, **kw)
+    base = current
+    m0 = sim_model.build(current)
+    sla = m0.sla_ms
+    rate = m0.rate_rps
+    sim = _simulate(current, rate=rate, duration_s=duration_s, seed=seed, arrivals=arrivals, model=m0, **ap)
+    planned, planned_rate = kw.get("sla_ms") or sla, kw.get("rate") or rate
+    rounds = [_round(planned, planned_rate, current, sim, None)]
+    if not sla:
+        say("validate: the plan carries no SLA; nothing to validate")
+    while sla and not sim["meets_sla"] and len(rounds) <= max_rounds:
+        got = sim["latency_at_sla_percentile_ms"] or math.inf
+        hot = max((p["utilization"] or 0.0) for p in sim["pools"].values()) if sim["pools"] else 0.0
+        waited = sum(p["mean_wait_ms"] * p["executions"] for p in sim["pools"].values())
+        per_req = (sim["latency_ms"]["mean"] or 0.0) * max(sim["completed"], 1)
+        if hot >= 0.85 and (not math.isfinite(got) or waited > 0.05 * per_req):
+            planned_rate *= 1.25
+            what = f"capacity: planning for {planned_rate:.4g} req/s"
+        else:
+            planned *= min(sla / got, 0.95) * 0.98 if math.isfinite(got) else 0.8
+            what = f"latency: planning for an SLA of {planned:.1f} ms"
+        say(f"validate: simulated p{sim['sla_percentile']:g} {_ms(got)} vs SLA {sla:g} ms; headroom {what}")
+        try:
+            current = plan(workflows, **{**kw, "sla_ms": planned, "rate": planned_rate})
+        except PlacementError as e:
+            say(f"validate: no plan with that headroom: {e}")
+            break
+        # the new plan carries the headroom; judge it at the user's rate and SLA
+        sim = _simulate(current, rate=rate, duration_s=duration_s, seed=seed, arrivals=arrivals, sla_ms=sla, **ap)
+        rounds.append(_round(planned, planned_rate, current, sim, what))
+    extra = current.tco["per_hour"] - base.tco["per_hour"]
+    return {"plan": current, "holds": bool(sim["meets_sla"]) if sla else True, "rounds": rounds, "sla_ms": sla,
+            "rate": rate, "headroom_cost_per_hour": extra,
+            "headroom_cost_fraction": extra / base.tco["per_hour"] if base.tco["per_hour"] else None,
+            "simulation": sim}
+
+
+def _round(planned, planned_rate, plan, sim, headroom) -> dict:
+    return {"sla_planned_ms": planned, "rate_planned": planned_rate, "per_hour": plan.tco["per_hour"],
+            "predicted_ms": plan.predicted.get("end_to_end_ms"),
+            "simulated_ms": sim.get("latency_at_sla_percentile_ms"),
+            "attainment": sim.get("sla_attainment"), "meets": sim.get("meets_sla"), "headroom": headroom}
+
+
 
 
 def __getattr__(name):

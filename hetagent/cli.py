@@ -145,8 +145,11 @@ def cmd_plan(args) -> None:
     plan = api.plan(args.workflows, **plan_kwargs)
     validation = None
     if args.validate:
-        from hetagent.runtime.sim_commands import format_validation, validate_from_args, validation_json
-        plan, validation = validate_from_args(args, plan, plan_kwargs)
+        from hetagent.simulator.commands import format_validation, validation_json
+        validation = api.validate_plan(args.workflows if len(args.workflows) > 1 else args.workflows[0], plan,
+                                       seed=args.validate_seed, duration_s=args.validate_duration,
+                                       plan_kwargs=plan_kwargs)
+        plan = validation["plan"]
     doc = plan.to_json()
     if validation is not None:
         doc["validation"] = validation_json(validation)
@@ -252,8 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--points", type=int, default=8, help="points on the --sweep-sla curve")
     pl.add_argument("-o", "--output", help="write plan.json here")
     pl.add_argument("--json", action="store_true", help="print plan.json on one line")
-    from hetagent.runtime.sim_commands import add_validate_arguments
-    add_validate_arguments(pl)
+    pl.add_argument("--validate", action="store_true",
+                    help="simulate the plan; if the SLA percentile fails, re-plan with more headroom")
+    pl.add_argument("--validate-seed", type=int, default=0)
+    pl.add_argument("--validate-duration", type=float,
+                    help="seconds of simulated arrivals (default: about 20,000 requests)")
     pl.set_defaults(func=cmd_plan)
 
     b = sub.add_parser("build", help="device-specific executables for the placed tensor operators")
@@ -268,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     report_commands(sub)
     from hetagent.runtime.commands import add_commands as runtime_commands
     runtime_commands(sub)
-    from hetagent.runtime.sim_commands import add_commands as simulator_commands
+    from hetagent.simulator.commands import add_commands as simulator_commands
     simulator_commands(sub)
 
     ca = sub.add_parser("calibrate", help="measure the real operators on this machine (CPU, or --gpu)")

@@ -13,9 +13,9 @@ import pytest
 
 from hetagent import api
 from hetagent.errors import HetagentError
-from hetagent.runtime import sim_commands, traces
-from hetagent.runtime.sim_commands import simulate
-from hetagent.runtime.sim_model import active_masks, build
+from hetagent.simulator import commands as sim_commands, traces
+from hetagent.simulator.commands import simulate
+from hetagent.simulator.model import active_masks, build
 
 ROOT = Path(__file__).resolve().parent.parent
 TRACES = ROOT.parent / "shared" / "data" / "traces"
@@ -276,7 +276,7 @@ def test_continuous_batching_shares_the_decode(cpu_plan):
 def test_validate_adds_capacity_headroom_under_bursty_traffic():
     """voice_agent at 100 req/s: the plan's pools run near 100%; under gamma (cv 4) arrivals its p95 misses
     the SLA, so validate re-plans for a higher rate and reports what that costs."""
-    v = sim_commands.validate_plan(str(ROOT / "configs" / "workflows" / "voice_agent.yaml"),
+    v = api.validate_plan(str(ROOT / "configs" / "workflows" / "voice_agent.yaml"),
                                    arrivals="gamma", arrival_params={"cv": 4.0}, duration_s=300,
                                    plan_kwargs={"rate": 100}, log=lambda s: None)
     assert not v["rounds"][0]["meets"]
@@ -290,7 +290,7 @@ def test_validate_reports_when_no_headroom_helps(tmp_path):
     """A tool whose own latency spread breaks the SLA percentile: no re-plan can fix it."""
     wf = tmp_path / "t.yaml"
     wf.write_text(ONE_TOOL.replace("CV", "1.0").replace("latency_ms: 1000", "latency_ms: 150"))
-    v = sim_commands.validate_plan(str(wf), duration_s=2000, plan_kwargs={"fleet": "local-cpu"},
+    v = api.validate_plan(str(wf), duration_s=2000, plan_kwargs={"fleet": "local-cpu"},
                                    log=lambda s: None)
     assert not v["holds"]
     assert "does NOT hold" in sim_commands.format_validation(v)

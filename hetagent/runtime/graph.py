@@ -175,8 +175,10 @@ def from_plan(plan, workflow_index: int = 0) -> RtGraph:
         rec = recs[workflow_index]
         base_dir = Path(rec["file"]).resolve().parent if rec.get("file") else Path(".")
         wf = embedded_workflow(rec)
-        from hetagent import api
-        graph = api.operator_graph(wf)
+        from hetagent.ir.build import build
+        from hetagent.ir.opgraph import extract
+        from hetagent.passes.registry import DEFAULT_PIPELINE, run
+        graph = extract(run(build(wf), DEFAULT_PIPELINE))
     elif plan.ir:
         from hetagent.ir.opgraph import extract
         from hetagent.ir.text import parse_module

@@ -60,7 +60,7 @@ def remaining_fleet_yaml(plan, alive: dict[str, float]) -> str:
 
 def solve_again(plan, *, rate: float | None = None, alive: dict[str, float] | None = None):
     """The plan's workflows placed again at `rate` on the devices `alive` (None: the same fleet)."""
-    from hetagent import api
+    from hetagent.placement.pipeline import plan_sources
     from hetagent.placement.plan import embedded_workflow
     inputs = plan.inputs or {}
     wfs = [embedded_workflow(rec) for rec in inputs.get("workflows") or []]
@@ -76,7 +76,7 @@ def solve_again(plan, *, rate: float | None = None, alive: dict[str, float] | No
             fleet = str(f)
         else:
             fleet = _fleet_arg(inputs, tmp)
-        return api.plan(wfs if len(wfs) > 1 else wfs[0], fleet=fleet, **kw)
+        return plan_sources(wfs if len(wfs) > 1 else wfs[0], fleet=fleet, **kw)
 
 
 def _tco_arg(inputs):

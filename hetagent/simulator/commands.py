@@ -1,11 +1,12 @@
 """`hetagent simulate` and `hetagent plan --validate`: the simulator as a command and as an API.
 
-    from hetagent.runtime.sim_commands import simulate, validate_plan
+    from hetagent.simulator.commands import simulate
     r = simulate("plan.json", rate=100, duration_s=3600, seed=0)
     r["latency_ms"]["p95"], r["sla_attainment"]
 
-`add_commands(subparsers)` registers `simulate`; `add_validate_arguments(parser)` and
-`validate_from_args(args, plan)` give `hetagent plan` its `--validate`. See docs/simulator.md.
+`add_commands(subparsers)` registers `simulate`; `format_validation` and `validation_json` present the
+validation that hetagent.api.plan runs (the loop lives there: placement must not import the simulator).
+See docs/simulator.md.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import sys
 import numpy as np
 
 from hetagent.errors import HetagentError, InputError
-from hetagent.runtime import sim_model, simulator, traces
+from hetagent.simulator import engine as simulator, model as sim_model, traces
 
 DEFAULT_REQUESTS = 20000        # without --duration: about this many arrivals at the rate
 HIST_BINS = 40
@@ -243,72 +244,6 @@ def _table(rows) -> list[str]:
     return ["  " + "  ".join(c.ljust(x) for c, x in zip(r, w)).rstrip() for r in rows]
 
 
-# --------------------------------------------------------------------------------------- validate
-def validate_plan(workflows, plan=None, *, seed: int = 0, duration_s: float | None = None,
-                  arrivals: str = "poisson", arrival_params: dict | None = None, max_rounds: int = 6,
-                  plan_kwargs: dict | None = None, log=None) -> dict:
-    """Simulate a plan; while the SLA percentile fails, re-plan with more headroom.
-
-    Two kinds of headroom, chosen from what the simulation shows:
-    - capacity: when a pool runs hot (utilization >= 0.85) and requests spend more than 5% of their time
-      queueing, the planner's rate is raised by 25% (more replicas), while the simulation keeps the
-      offered rate;
-    - latency: otherwise the SLA given to the planner is shrunk by the observed excess plus 2%:
-      sla_planned x min(SLA / simulated percentile, 0.95) x 0.98.
-    Stops when the simulated percentile holds, the planner finds no plan, or after max_rounds.
-    Returns {"plan": the final Plan, "holds", "sla_ms", "rate", "rounds": [{sla_planned_ms,
-    rate_planned, per_hour, predicted_ms, simulated_ms, attainment, meets, headroom}],
-    "headroom_cost_per_hour", "headroom_cost_fraction", "simulation": the final simulate() dict}."""
-    from hetagent import api
-    from hetagent.errors import PlacementError
-    kw = dict(plan_kwargs or {})
-    ap = dict(arrival_params or {})
-    say = log or (lambda s: print(s, file=sys.stderr))
-    if plan is None:
-        plan = api.plan(workflows, **kw)
-    base = plan
-    m0 = sim_model.build(plan)
-    sla = m0.sla_ms
-    rate = m0.rate_rps
-    sim = simulate(plan, rate=rate, duration_s=duration_s, seed=seed, arrivals=arrivals, model=m0, **ap)
-    planned, planned_rate = kw.get("sla_ms") or sla, kw.get("rate") or rate
-    rounds = [_round(planned, planned_rate, plan, sim, None)]
-    if not sla:
-        say("validate: the plan carries no SLA; nothing to validate")
-    while sla and not sim["meets_sla"] and len(rounds) <= max_rounds:
-        got = sim["latency_at_sla_percentile_ms"] or math.inf
-        hot = max((p["utilization"] or 0.0) for p in sim["pools"].values()) if sim["pools"] else 0.0
-        waited = sum(p["mean_wait_ms"] * p["executions"] for p in sim["pools"].values())
-        per_req = (sim["latency_ms"]["mean"] or 0.0) * max(sim["completed"], 1)
-        if hot >= 0.85 and (not math.isfinite(got) or waited > 0.05 * per_req):
-            planned_rate *= 1.25
-            what = f"capacity: planning for {planned_rate:.4g} req/s"
-        else:
-            planned *= min(sla / got, 0.95) * 0.98 if math.isfinite(got) else 0.8
-            what = f"latency: planning for an SLA of {planned:.1f} ms"
-        say(f"validate: simulated p{sim['sla_percentile']:g} {_ms(got)} vs SLA {sla:g} ms; headroom {what}")
-        try:
-            plan = api.plan(workflows, **{**kw, "sla_ms": planned, "rate": planned_rate})
-        except PlacementError as e:
-            say(f"validate: no plan with that headroom: {e}")
-            break
-        # the new plan carries the headroom; judge it at the user's rate and SLA
-        sim = simulate(plan, rate=rate, duration_s=duration_s, seed=seed, arrivals=arrivals, sla_ms=sla, **ap)
-        rounds.append(_round(planned, planned_rate, plan, sim, what))
-    extra = plan.tco["per_hour"] - base.tco["per_hour"]
-    return {"plan": plan, "holds": bool(sim["meets_sla"]) if sla else True, "rounds": rounds, "sla_ms": sla,
-            "rate": rate, "headroom_cost_per_hour": extra,
-            "headroom_cost_fraction": extra / base.tco["per_hour"] if base.tco["per_hour"] else None,
-            "simulation": sim}
-
-
-def _round(planned, planned_rate, plan, sim, headroom) -> dict:
-    return {"sla_planned_ms": planned, "rate_planned": planned_rate, "per_hour": plan.tco["per_hour"],
-            "predicted_ms": plan.predicted.get("end_to_end_ms"),
-            "simulated_ms": sim.get("latency_at_sla_percentile_ms"),
-            "attainment": sim.get("sla_attainment"), "meets": sim.get("meets_sla"), "headroom": headroom}
-
-
 def format_validation(v: dict) -> str:
     lines = ["validation by simulation:"]
     for i, r in enumerate(v["rounds"]):
@@ -371,34 +306,14 @@ def cmd_simulate(args) -> None:
         sys.stdout.write(format_report(r).rstrip("\n") + "\n")
 
 
-def add_validate_arguments(parser) -> None:
-    """`hetagent plan` options for --validate."""
-    parser.add_argument("--validate", action="store_true",
-                        help="simulate the plan; if the SLA percentile fails, re-plan with more headroom")
-    parser.add_argument("--validate-seed", type=int, default=0)
-    parser.add_argument("--validate-duration", type=float,
-                        help="seconds of simulated arrivals (default: about 20,000 requests)")
-
-
-def validate_from_args(args, plan, plan_kwargs: dict):
-    """For cmd_plan: returns (final Plan, validation dict); the caller prints/writes the plan."""
-    v = validate_plan(args.workflows if len(args.workflows) > 1 else args.workflows[0], plan,
-                      seed=getattr(args, "validate_seed", 0),
-                      duration_s=getattr(args, "validate_duration", None), plan_kwargs=plan_kwargs)
-    return v["plan"], v
-
-
 __all__ = [
     "HetagentError",
     "add_commands",
-    "add_validate_arguments",
     "format_histogram",
     "format_report",
     "format_validation",
     "simulate",
     "summarize",
-    "validate_from_args",
-    "validate_plan",
     "validation_json",
 ]
 

@@ -1,7 +1,7 @@
 """The discrete-event simulator: runs a plan (plan.json) in virtual time.
 
 `run(model, arrivals_s, rng, ...)` simulates the requests arriving at `arrivals_s` (seconds) through the
-stations of a `sim_model.SimModel` and returns a `SimResult`; `hetagent.runtime.sim_commands.simulate`
+stations of a `sim_model.SimModel` and returns a `SimResult`; `hetagent.simulator.commands.simulate`
 is the user-facing entry (plan, trace or rate, duration, seed -> dict). The model and every
 distribution are described in docs/simulator.md.
 
@@ -22,7 +22,7 @@ from heapq import heappop, heappush
 
 import numpy as np
 
-from hetagent.runtime.sim_model import SimModel, active_masks
+from hetagent.simulator.model import SimModel, active_masks
 
 DELAY, MULTI, BATCH, DECODE = 0, 1, 2, 3
 _TYPES = {"delay": DELAY, "multi": MULTI, "batch": BATCH, "decode": DECODE}

@@ -1,0 +1,100 @@
+"""From files to a Plan: load and compile the workflows, price them, place them.
+
+    plan_sources(workflows, fleet=..., tco=..., ...) -> Plan     (no validation by simulation)
+    planning_inputs(workflows, fleet, tco, catalog, profiles, precisions)
+
+hetagent.api.plan adds the validation by simulation on top (the simulator is a later stage); the
+runtime's re-planner calls plan_sources directly. Every stage used here sits above placement.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from hetagent.ir.build import build
+from hetagent.ir.text import parse_module
+from hetagent.passes.registry import DEFAULT_PIPELINE
+from hetagent.passes.registry import run as run_passes
+from hetagent.workflow import loader
+from hetagent.workflow.model import Workflow
+
+PLAN_PRECISIONS = ("fp16", "bf16")  # LLM precisions planned by default: no quantization
+
+
+def compile_source(source):
+    """A compiled module from a workflow, a workflow path or a compiled .mlir path."""
+    if isinstance(source, (str, Path)) and str(source).endswith(".mlir"):
+        return run_passes(parse_module(Path(source).read_text(), str(source)), "decompose,unroll")
+    wf = source if isinstance(source, Workflow) else loader.load(source)
+    return run_passes(build(wf), DEFAULT_PIPELINE)
+
+
+def _source_record(source, module) -> dict:
+    """What plan.json keeps of a workflow so that it can be solved again without the file."""
+    name = next(iter(module.ops)).sym_name.data
+    if isinstance(source, Workflow):
+        return {"name": name, "file": source._source_file, "text": source._source_text,
+                "format": "yaml"}
+    path = Path(source)
+    fmt = "mlir" if path.suffix == ".mlir" else "yaml"
+    return {"name": name, "file": str(path), "text": path.read_text(), "format": fmt}
+
+
+def planning_inputs(workflows, fleet, tco, catalog, profiles, precisions):
+    """Everything `plan` and `sweep_sla` share: graphs, modules, cost tables and economics."""
+    from hetagent.costmodel.fleet import load_fleet
+    from hetagent.costmodel.operators import cost_table
+    from hetagent.costmodel.profiles import load_profiles, profiles_cover
+    from hetagent.costmodel.tco import load_tco
+    from hetagent.ir.opgraph import extract
+    precisions = PLAN_PRECISIONS if precisions is None else precisions
+    sources = [workflows] if isinstance(workflows, (str, Path, Workflow)) else list(workflows)
+    modules = [compile_source(s) for s in sources]
+    graphs = [extract(run_passes(m, "decompose,unroll")) for m in modules]
+    prof = load_profiles(profiles) if profiles else None
+    fleet_obj = load_fleet(fleet) if fleet is not None else None
+    if catalog is None:
+        catalog = fleet_obj.catalog if fleet_obj is not None else "default"
+    tco_params = load_tco(tco)
+    devices = {}
+    if fleet_obj is not None:
+        devices, _, _ = fleet_obj.resolve()
+    else:
+        from hetagent.costmodel.devices import load_catalog
+        devices = load_catalog(catalog)
+    tables = None
+    if prof is None or not profiles_cover(graphs, prof):
+        tables = [cost_table(g, devices, precisions=precisions) for g in graphs]
+    inputs = {"workflows": [_source_record(s, m) for s, m in zip(sources, modules)],
+              "fleet": _file_record(fleet_obj.path if fleet_obj else None, fleet),
+              "tco": _file_record(tco_params.path if getattr(tco_params, "path", None) else None, tco),
+              "catalog": catalog, "precisions": list(precisions) if precisions else None}
+    return sources, modules, graphs, tables, fleet_obj, tco_params, devices, prof, inputs
+
+
+def _file_record(path, given) -> dict | None:
+    if given is None and path is None:
+        return None
+    rec = {"name": str(given) if given is not None else None, "file": str(path) if path else None}
+    if path and Path(path).is_file():
+        rec["text"] = Path(path).read_text()
+    return rec
+
+
+def plan_sources(workflows, *, fleet=None, tco="default", catalog=None, profiles=None, rate=None,
+         sla_ms=None, precisions=None, objective="tco", soft_sla_penalty=None,
+         time_limit_s=30.0, gap=1e-4):
+    """Place one or more workflows (paths, Workflows or compiled .mlir paths) on one fleet.
+
+    fleet: a fleet name or file (configs/fleets; default: every catalog device may be bought);
+    tco: a TCO name or file; profiles: a measured-profiles file overriding the cost model.
+    Returns a hetagent.placement.Plan; raises PlacementError explaining why when no plan exists.
+    The plan is not validated by simulation (hetagent.api.plan does that)."""
+    from hetagent.placement import place
+    from hetagent.placement.annotate import placed_ir
+    (sources, modules, graphs, tables, fleet_obj, tco_params, devices, prof,
+     inputs) = planning_inputs(workflows, fleet, tco, catalog, profiles, precisions)
+    result = place(graphs, tables, fleet_obj, tco_params, devices, sla_ms=sla_ms, rate=rate,
+                   soft_sla_penalty=soft_sla_penalty, objective=objective, time_limit_s=time_limit_s,
+                   gap=gap, profiles=prof, inputs=inputs)
+    result.ir = placed_ir(modules, result.placements, qualified=len(graphs) > 1)
+    return result
