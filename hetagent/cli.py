@@ -142,14 +142,10 @@ def cmd_plan(args) -> None:
         return
     plan_kwargs = dict(kwargs, sla_ms=args.sla_ms, objective=args.objective,
                        soft_sla_penalty=args.soft_sla_penalty)
-    plan = api.plan(args.workflows, **plan_kwargs)
-    validation = None
-    if args.validate:
-        from hetagent.simulator.commands import format_validation, validation_json
-        validation = api.validate_plan(args.workflows if len(args.workflows) > 1 else args.workflows[0], plan,
-                                       seed=args.validate_seed, duration_s=args.validate_duration,
-                                       plan_kwargs=plan_kwargs)
-        plan = validation["plan"]
+    plan = api.plan(args.workflows, **plan_kwargs, validate=not args.no_validate,
+                    validate_seed=args.validate_seed, validate_requests=args.validate_requests)
+    validation = plan.validation
+    from hetagent.simulator.commands import format_validation, validation_json
     doc = plan.to_json()
     if validation is not None:
         doc["validation"] = validation_json(validation)
@@ -255,11 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--points", type=int, default=8, help="points on the --sweep-sla curve")
     pl.add_argument("-o", "--output", help="write plan.json here")
     pl.add_argument("--json", action="store_true", help="print plan.json on one line")
-    pl.add_argument("--validate", action="store_true",
-                    help="simulate the plan; if the SLA percentile fails, re-plan with more headroom")
-    pl.add_argument("--validate-seed", type=int, default=0)
-    pl.add_argument("--validate-duration", type=float,
-                    help="seconds of simulated arrivals (default: about 20,000 requests)")
+    pl.add_argument("--no-validate", action="store_true",
+                    help="skip the check by simulation (by default every plan is simulated and, while its "
+                         "SLA percentile fails, re-planned with more headroom)")
+    pl.add_argument("--validate", action="store_true", help=argparse.SUPPRESS)   # the default; kept for scripts
+    pl.add_argument("--validate-seed", type=int, default=0, help="first seed of the validation runs")
+    pl.add_argument("--validate-requests", type=int, default=4000,
+                    help="arrivals per validation run (3 runs; default 4000)")
     pl.set_defaults(func=cmd_plan)
 
     b = sub.add_parser("build", help="device-specific executables for the placed tensor operators")

@@ -279,7 +279,7 @@ def profile_cost_table(graph, profiles: Profiles) -> dict:
                 continue
             lat, price = charge(e, op_tokens(op, e.tokens))
             thr = e.throughput_rps or (e.option.batch * 1000.0 / lat if lat > 0 else 1e9)
-            detail = {"source": f"{profiles.source}:{e.line}"}
+            detail = {"source": f"{profiles.source}:{e.line}", "profiled": True}
             if e.ttft_ms is not None:
                 detail["ttft_ms"] = e.ttft_ms
             if e.tbt_ms is not None:

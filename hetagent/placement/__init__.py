@@ -22,10 +22,10 @@ from hetagent.errors import PlacementError
 from hetagent.placement import milp
 from hetagent.placement.baselines import baselines as _baselines
 from hetagent.placement.explain import explain
-from hetagent.placement.plan import Baseline, Placement, Plan, format_plan
+from hetagent.placement.plan import Baseline, Placement, Plan, Pool, format_plan
 from hetagent.placement.solve import SolveInfo, solve, solve_problem
 
-__all__ = ["place", "build_problem", "Plan", "Placement", "Baseline", "format_plan", "explain",
+__all__ = ["place", "build_problem", "Plan", "Placement", "Pool", "Baseline", "format_plan", "explain",
            "solve", "solve_problem", "SolveInfo", "tokens_per_request"]
 
 DEFAULT_LINK_GBPS = 100.0     # scale-out link assumed when neither catalog nor profile knows the devices
@@ -116,7 +116,7 @@ def tokens_per_request(graph) -> float:
 
 def build_problem(graphs, cost_tables, fleet=None, tco_params=None, catalog=None, *, sla_ms=None,
                   rate=None, soft_sla_penalty=None, objective="tco", profiles=None, hour_costs=None,
-                  transfer=None) -> milp.Problem:
+                  transfer=None, cache: dict | None = None) -> milp.Problem:
     """The milp.Problem place() solves (exposed for baselines, explain, pareto and benchmarks)."""
     graphs = [graphs] if not isinstance(graphs, (list, tuple)) else list(graphs)
     if cost_tables is None:
@@ -156,64 +156,95 @@ def build_problem(graphs, cost_tables, fleet=None, tco_params=None, catalog=None
     return milp.Problem(graphs, tables, _hour_costs(priced, catalog, tco_params, mode, profiles, hour_costs),
                         caps, allowed, transfer or _transfer_fn(catalog, profiles), mem, cpus,
                         soft_sla_penalty, objective, owned={d: n for d, n in owned.items() if d in devices},
-                        owned_hour_cost=owned_cost)
+                        owned_hour_cost=owned_cost, cache={} if cache is None else cache)
 
 
 def place(graphs, cost_tables=None, fleet=None, tco_params=None, catalog=None, *, sla_ms=None, rate=None,
           soft_sla_penalty=None, objective="tco", time_limit_s=30, gap=1e-4, profiles=None,
-          hour_costs=None, transfer=None, with_baselines=True, ir="", inputs=None, threads=None) -> Plan:
-    """Solve the placement; return the Plan or raise PlacementError saying why none exists."""
+          hour_costs=None, transfer=None, with_baselines=True, ir="", inputs=None, threads=None,
+          cache: dict | None = None) -> Plan:
+    """Solve the placement; return the Plan or raise PlacementError saying why none exists.
+    cache: a dict kept between solves of the same cost tables (serving pools' replica candidates)."""
     pb = build_problem(graphs, cost_tables, fleet, tco_params, catalog, sla_ms=sla_ms, rate=rate,
                        soft_sla_penalty=soft_sla_penalty, objective=objective, profiles=profiles,
-                       hour_costs=hour_costs, transfer=transfer)
+                       hour_costs=hour_costs, transfer=transfer, cache=cache)
     out = solve_problem(pb, None, time_limit_s, gap, threads)
     if out.info.status == "no solution":
         raise PlacementError(f"the solver found no plan within {time_limit_s:g} s; allow more time "
                              "(--time-limit) or a larger gap")
     if out.evaluation is None:
-        raise PlacementError(explain(pb, time_limit_s=min(time_limit_s, 30)))
+        raise PlacementError(explain(pb, time_limit_s=min(time_limit_s, 30), prep=out.prep))
     bl = _baselines(pb, time_limit_s, gap) if with_baselines else []
-    out = _no_worse_than_baselines(pb, out, bl, time_limit_s, gap, threads)
+    out = _no_worse_than_baselines(out, bl)
     given = {"sla_ms": sla_ms, "rate": rate, "soft_sla_penalty": soft_sla_penalty, "objective": objective,
              "time_limit_s": time_limit_s, "gap": gap}
     if profiles is not None:
         given["profiles"] = profiles.text
-    return plan_from(pb, out, bl, ir=ir, inputs={**given, **(inputs or {})})
+    return plan_from(pb, out, bl, ir=ir, inputs={**given, **(inputs or {})}, catalog=catalog)
 
 
-def _no_worse_than_baselines(pb, out, bl, time_limit_s, gap, threads):
-    """On large instances options are thinned per operator, which can lose a solution that only pays
-    off when operators share devices. A homogeneous baseline is solved on few options, exactly; if it
-    is cheaper, solve again with its solution kept reachable and given as a start. The plan is never
-    worse than the best baseline."""
+def _no_worse_than_baselines(out, bl):
+    """A homogeneous baseline is a restriction of the same problem, so the plan is never worse unless the
+    solver stopped at its time limit; then the cheaper baseline's plan is returned."""
     feasible = [b for b in bl if b.feasible and b.outcome is not None and b.outcome.evaluation is not None]
     if not feasible or out.evaluation is None:
         return out
     best = min(feasible, key=lambda b: b.outcome.evaluation.per_hour)
     if best.outcome.evaluation.per_hour >= out.evaluation.per_hour - 1e-9:
         return out
-    again = solve_problem(pb, None, time_limit_s, gap, threads, start_from=best.outcome)
-    if again.evaluation is not None and again.evaluation.per_hour <= best.outcome.evaluation.per_hour + 1e-9:
-        return again
     return best.outcome
 
 
-def plan_from(pb: milp.Problem, out, baselines=(), ir="", inputs=None) -> Plan:
+def pools_of(pb: milp.Problem, out, catalog=None) -> tuple[list[Pool], dict]:
+    """The plan's pools, and {(pool id, phase): pool entry id} for the placements."""
+    from hetagent.costmodel.serving import default_kv_precision
+    multi = len(pb.graphs) > 1
+    qual = (lambda gi, n: f"{pb.graphs[gi].workflow}/{n}") if multi else (lambda gi, n: n)
+    pools, ids = [], {}
+    for o in sorted(dict.fromkeys(out.choice.values()), key=lambda o: (o.group, o.engine)):
+        grp = out.prep.groups[o.group]
+        for phase in o.phases:
+            if not any(c["phase"] == phase for c in grp.classes.values()):
+                continue
+            pid = o.group if not grp.llm else f"{o.group}/{phase}"
+            engine_id = o.group if o.engine in ("colocated", "single") else pid
+            ids[(o.group, phase)] = pid
+            cids = [cid for cid, c in grp.classes.items() if c["phase"] == phase]
+            load = sum(grp.classes[c]["load"] for c in cids)
+            names = [qual(gi, n) for c in cids for gi, n in grp.classes[c]["ops"]]
+            svc = sum(grp.classes[c]["load"] * o.load.service_ms[c] for c in cids) / load if load else \
+                max(o.load.service_ms[c] for c in cids)
+            heavy = max(cids, key=lambda c: (grp.classes[c]["load"] * o.load.service_ms[c], str(c)))
+            kind = grp.classes[heavy]["op"].kind
+            dev = (catalog or {}).get(o.device) if isinstance(catalog, dict) else None
+            kvp = default_kv_precision(dev, o.option.precision) if grp.llm and dev is not None else \
+                (o.option.precision if grp.llm else None)
+            pools.append(Pool(pid, grp.model if grp.llm else None, kind, o.engine, engine_id, o.device,
+                              o.option.tp, o.option.pp, o.option.precision, kvp, o.load.batch,
+                              o.load.max_batch, o.load.replicas, names, load, svc,
+                              o.load.tbt_ms if phase == "decode" else None, o.load.memory_gb))
+    return pools, ids
+
+
+def plan_from(pb: milp.Problem, out, baselines=(), ir="", inputs=None, catalog=None) -> Plan:
     ev, multi = out.evaluation, len(pb.graphs) > 1
     qual = (lambda gi, n: f"{pb.graphs[gi].workflow}/{n}") if multi else (lambda gi, n: n)
+    pools, pool_id = pools_of(pb, out, catalog)
     placements, per_stage = [], {}
     for gi, g in enumerate(pb.graphs):
         for op in milp.topo_order_ops(g):
             key = (gi, op.name)
             ms = ev.op_ms.get(key, 0.0)
             per_stage[qual(gi, op.name)] = ms
-            o = out.choice.get(key)
+            o = ev.placed.get(key)
             if o is not None:
-                c = out.prep.options[gi][op.name][o]
-                placements.append(Placement(qual(gi, op.name), op.kind, o.device, o.tp, o.pp, o.batch,
-                                            ev.replicas[key], o.precision, ms, c.bound))
+                gid, cid, phase = out.prep.member_of[gi][op.name]
+                c = o.load.costs[cid]
+                placements.append(Placement(qual(gi, op.name), op.kind, o.device, o.option.tp, o.option.pp,
+                                            o.load.batch, o.load.replicas, o.option.precision, ms, c.bound,
+                                            pool_id.get((gid, phase))))
             elif op.kind == milp.KV:     # the hand-off: shown on the decode side's device
-                succ = [out.choice.get((gi, s)) for s in g.successors(op.name)]
+                succ = [ev.placed.get((gi, s)) for s in g.successors(op.name)]
                 dev = next((s.device for s in succ if s is not None), "")
                 placements.append(Placement(qual(gi, op.name), op.kind, dev, 1, 1, 1, 0, "fp16", ms,
                                             "network" if ms > 0 else "latency"))
@@ -228,7 +259,8 @@ def plan_from(pb: milp.Problem, out, baselines=(), ir="", inputs=None) -> Plan:
            "per_request": per_req, "per_thousand_requests": per_req * 1000 if per_req is not None else None,
            "breakdown": ev.breakdown}
     predicted = {"end_to_end_ms": ev.end_to_end_ms[worst], "per_stage_ms": per_stage, "sla_ms": sla,
-                 "meets_sla": meets}
+                 "meets_sla": meets, "percentile": pb.graphs[worst].sla_percentile,
+                 "p50_ms": None, "p95_ms": None, "p99_ms": None, "validated": None}
     fleet = {d: n for d, n in sorted(ev.counts.items()) if n > 0}
     return Plan([g.workflow for g in pb.graphs], fleet, placements, predicted, tco, list(baselines),
-                out.info.to_json(), ir, dict(inputs or {}))
+                out.info.to_json(), ir, dict(inputs or {}), pools=pools)

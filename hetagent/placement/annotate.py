@@ -15,6 +15,7 @@ def placed_ir(modules: list[ModuleOp], placements, qualified: bool) -> str:
     by_name = {p.operator: p for p in placements}
     merged = ModuleOp([])
     for module in modules:
+        module = module.clone()            # the callers' modules stay as they were (solved again later)
         main = next(iter(module.ops))
         wf = main.sym_name.data
         calls = {}  # function name -> the node name of its first call site (operator prefix)

@@ -1,7 +1,7 @@
-"""Homogeneous baselines: for each device kind K, every operator K can run goes on K, the rest on the
-cheapest CPU; the same MILP, restricted, picks TP/batch/replicas and counts. A baseline that cannot
-meet the SLA is reported infeasible with the TCO of its cheapest placement ignoring the SLA (the
-paper's all-CO row: $0.06, 160 ms, violates)."""
+"""Homogeneous baselines: for each device kind K, every pool K can serve goes on K, the rest on the
+cheapest CPU; the same MILP, restricted, picks engines, TP, replicas and counts, sized and queued by the
+same rules as the plan. A baseline that cannot meet the SLA is reported infeasible with the TCO of its
+cheapest placement ignoring the SLA (the paper's all-CO row: $0.06, 160 ms, violates)."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -20,7 +20,7 @@ def baseline_devices(pb: milp.Problem) -> list[str]:
 
 
 def _devices(prep) -> list[str]:
-    return sorted({o.device for t in prep.options for opts in t.values() for o in opts})
+    return sorted({o.device for opts in prep.options.values() for o in opts})
 
 
 def cheapest_cpu(pb: milp.Problem, devices) -> str | None:
@@ -28,38 +28,43 @@ def cheapest_cpu(pb: milp.Problem, devices) -> str | None:
     return min(cpus, key=lambda d: (pb.hour_cost.get(d, {}).get("total", 0.0), d)) if cpus else None
 
 
+def restriction(pb: milp.Problem, prep: milp.Prepared, device: str) -> dict:
+    """{(graph index, operator): {device}}: the device where the operator's pool can run there, else the
+    cheapest CPU (an empty set when there is none)."""
+    cpu = cheapest_cpu(pb, _devices(prep))
+    out = {}
+    for gi, mine in enumerate(prep.member_of):
+        for op, (gid, _, _) in mine.items():
+            devs = {o.device for o in prep.options[gid]}
+            d = device if device in devs else cpu
+            out[(gi, op)] = {d} if d else set()
+    return out
+
+
 def baseline(pb: milp.Problem, device: str, time_limit_s: float = 30, gap: float = 1e-4,
              prep: milp.Prepared | None = None) -> Baseline:
     prep = prep or milp.prepare(replace(pb, objective="offline"))    # every option, whatever its latency
-    cpu = cheapest_cpu(pb, _devices(prep))
-    # for each operator: device if it can run there, else the cheapest CPU
-    target = {}
-    for gi, t in enumerate(prep.options):
-        for op, opts in t.items():
-            devs = {o.device for o in opts}
-            target[(gi, op)] = device if device in devs else cpu
-
-    restrict = {k: {d} if d else set() for k, d in target.items()}
-
+    restrict = restriction(pb, prep, device)
     out = solve_problem(pb, restrict, time_limit_s, gap)
     rph = _requests_per_hour(pb)
     if out.evaluation is not None:
         ev = out.evaluation
         b = Baseline(device, True, ev.per_hour, ev.per_hour / rph if rph else None,
                      max(ev.end_to_end_ms, default=0.0))
-        b.outcome = out  # kept so a cheaper baseline can seed the full problem (place())
+        b.outcome = out  # kept so that place() never returns a plan worse than a baseline
         return b
     loose = solve_problem(replace(pb, objective="offline", soft_sla_penalty=None), restrict, time_limit_s,
                           gap, use_caps=True)
     if loose.evaluation is None:
-        missing = [op for (gi, op), d in target.items() if d is None]
+        missing = [op for (gi, op), d in restrict.items() if not d]
         note = f"cannot run {', '.join(missing[:3])}" if missing else "no placement within the fleet"
         return Baseline(device, False, None, None, None, note)
     ev = loose.evaluation      # evaluate() counts SLA-path latency whatever the objective
     return Baseline(device, False, ev.per_hour, ev.per_hour / rph if rph else None,
                     max(ev.end_to_end_ms, default=0.0), "misses the SLA")
 
+
 def baselines(pb: milp.Problem, time_limit_s: float = 30, gap: float = 1e-4) -> list[Baseline]:
-    """One Baseline per device kind that can run at least one operator."""
+    """One Baseline per device kind that can run at least one pool."""
     prep = milp.prepare(replace(pb, objective="offline"))
     return [baseline(pb, d, time_limit_s, gap, prep) for d in _devices(prep)]

@@ -1,78 +1,83 @@
-"""Why no plan exists, in words a user can act on.
+"""Why no plan exists, in words a user can act on: which pool, which device, what is short.
 
 Checks, in order, and reports the first that finds something:
-  1. an operator with no usable device option: the cost model's reasons (does not fit, ...), devices
-     missing from the fleet, and stage SLAs (best TTFT / time between tokens vs the bound);
-  2. an operator whose fastest option alone exceeds the end-to-end SLA;
+  1. a pool with no usable engine option: the cost model's reasons (does not fit, ...), devices missing
+     from the fleet, loads no replica count carries, and stage SLAs (best TTFT / time between tokens
+     against the bound);
+  2. a pool whose fastest option alone exceeds the end-to-end SLA for one of its operators;
   3. the fastest whole placement (a MILP minimizing latency, transfers included) exceeds the SLA:
      reports it and its critical path;
   4. inventory: the cheapest plan ignoring the fleet's caps needs more devices than it holds.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import replace
 
 from hetagent.placement import milp
 from hetagent.placement.solve import solve_problem
 
-
-def _opt(o) -> str:
-    extra = [f"tp{o.tp}"] if o.tp > 1 else []
-    extra += [f"pp{o.pp}"] if o.pp > 1 else []
-    extra += [f"batch {o.batch}"] if o.batch > 1 else []
-    return ", ".join([o.device] + extra)
+MAX_REASONS = 3
 
 
-def _no_option(pb, gi, op) -> str:
-    table = pb.tables[gi].get(op.name, {})
-    name = f"{op.kind} '{op.name}'"
-    if not table:
-        return f"{name} has no device option in the cost table"
-    usable = {o: c for o, c in table.items() if not isinstance(c, str)
-              and (pb.allowed is None or o.device in pb.allowed)}
-    sla = op.stage_sla or {}
-    if usable and op.kind == "llm.decode" and sla.get("tbt_ms") is not None:
-        n = max(1.0, float(op.attrs.get("output_tokens", 1) or 1))
-        o, v = min(((o, c.detail.get("tbt_ms", c.latency_ms / n)) for o, c in usable.items()),
-                   key=lambda t: t[1])
-        return (f"{name} needs {v:.1f} ms per token at best ({_opt(o)}) but the SLA allows "
-                f"{sla['tbt_ms']:g} ms")
-    if usable and op.kind == "llm.prefill" and sla.get("ttft_ms") is not None:
-        o, v = min(((o, c.detail.get("ttft_ms", c.latency_ms)) for o, c in usable.items()),
-                   key=lambda t: t[1])
-        return (f"{name} needs {v:.1f} ms to the first token at best ({_opt(o)}) but the SLA allows "
-                f"{sla['ttft_ms']:g} ms")
-    if usable:
-        devs = sorted({o.device for o in usable})
-        return f"{name} can run on {', '.join(devs)}, but the fleet's inventory holds too few of them"
-    fit = [f"{o.device}: {c}" for o, c in table.items() if isinstance(c, str)][:4]
-    notin = sorted({o.device for o, c in table.items() if not isinstance(c, str)})
-    parts = []
-    if fit:
-        parts.append("; ".join(fit))
-    if notin:
-        parts.append(f"it could run on {', '.join(notin)}, which the fleet does not offer")
-    return f"{name} cannot run on any device: " + "; ".join(parts)
+def _pool_name(grp) -> str:
+    return f"pool '{grp.id}'"
 
 
-def explain(pb: milp.Problem, time_limit_s: float = 10) -> str:
-    """One paragraph saying which operator and which bound make the problem infeasible."""
-    prep = milp.prepare(replace(pb, soft_sla_penalty=0.0))   # keeps options slower than the SLA
-    msgs = [_no_option(pb, gi, op) for gi, g in enumerate(pb.graphs) for op in g.operators
-            if op.name in prep.options[gi] and not prep.options[gi][op.name]]
+def _no_option(pb, prep, gid, phase) -> str:
+    grp = prep.groups[gid]
+    what = f"{_pool_name(grp)}" + (f" ({phase})" if phase != "other" else "")
+    reasons = []
+    for c in grp.classes.values():
+        for o, cost in c["row"].items():
+            if isinstance(cost, str):
+                reasons.append(f"{o.device}: {cost}")
+    dropped = prep.dropped.get(gid, [])
+    if not any(not isinstance(cost, str) for c in grp.classes.values() for cost in c["row"].values()):
+        return f"{what} cannot run on any device: " + _summary(reasons)
+    if not dropped:
+        return (f"{what} has no engine configuration on which all of its operators "
+                f"({len(grp.members)}) can run: " + _summary(reasons))
+    items = [f"{lab}: {why}" for lab, why in dropped]
+    usable = [i for i in items if "excluded" not in i and "is not in the fleet" not in i]
+    if usable and all(milp.INVENTORY_SHORT in i for i in usable):
+        return f"inventory too small for {what}: " + _summary(usable)
+    return f"{what} has no usable engine option: " + _summary(items)
+
+
+def _summary(items: list[str]) -> str:
+    """The most common reasons first, the rest counted."""
+    if not items:
+        return "no option was priced"
+    by_reason = Counter(i.split(": ", 1)[-1] for i in items)
+    first = {}
+    for i in items:
+        first.setdefault(i.split(": ", 1)[-1], i)
+    top = [first[r] for r, _ in by_reason.most_common(MAX_REASONS)]
+    more = len(items) - sum(n for _, n in by_reason.most_common(MAX_REASONS))
+    return "; ".join(top) + (f"; and {more} more" if more > 0 else "")
+
+
+def explain(pb: milp.Problem, time_limit_s: float = 10, prep: milp.Prepared | None = None) -> str:
+    """One paragraph saying which pool and which bound make the problem infeasible."""
+    loose = milp.prepare(replace(pb, soft_sla_penalty=0.0))   # keeps options slower than the SLA
+    msgs = [_no_option(pb, loose, gid, phase) for gid, phase in loose.uncovered()]
     if msgs:
         return "no plan: " + "; ".join(msgs)
     if pb.objective != "offline":
-        for gi, g in enumerate(pb.graphs):
-            if g.sla_ms is None:
-                continue
-            for op in g.operators:
-                opts = prep.options[gi].get(op.name)
-                if op.on_sla_path and opts:
-                    o, c = min(opts.items(), key=lambda t: t[1].latency_ms)
-                    if c.latency_ms > g.sla_ms + 1e-9:
-                        msgs.append(f"{op.kind} '{op.name}' takes {c.latency_ms:.1f} ms at best "
-                                    f"({_opt(o)}) but the SLA of '{g.workflow}' allows {g.sla_ms:g} ms")
+        for gid, opts in sorted(loose.options.items()):
+            grp = loose.groups[gid]
+            for cid, c in grp.classes.items():
+                if not c["on_path"]:
+                    continue
+                cands = [o for o in opts if c["phase"] in o.phases]
+                if not cands:
+                    continue
+                best = min(cands, key=lambda o: o.load.latency_ms[cid])
+                lat = best.load.latency_ms[cid]
+                if lat > min(c["on_path"]) + 1e-9:
+                    msgs.append(f"{_pool_name(grp)}: '{c['ops'][0][1]}' takes {lat:.1f} ms at best "
+                                f"({best.label()}) but the SLA allows {min(c['on_path']):g} ms")
         if msgs:
             return "no plan: " + "; ".join(msgs)
         fast = solve_problem(replace(pb, objective="makespan", soft_sla_penalty=None),
@@ -82,8 +87,8 @@ def explain(pb: milp.Problem, time_limit_s: float = 10) -> str:
             for gi, g in enumerate(pb.graphs):
                 if g.sla_ms is not None and ev.end_to_end_ms[gi] > g.sla_ms + 1e-6:
                     path = " -> ".join(
-                        f"{n} ({fast.choice[(gi, n)].device}, {ev.op_ms.get((gi, n), 0):.1f} ms)"
-                        if (gi, n) in fast.choice else f"{n} ({ev.op_ms.get((gi, n), 0):.1f} ms)"
+                        f"{n} ({ev.placed[(gi, n)].device}, {ev.op_ms.get((gi, n), 0):.1f} ms)"
+                        if (gi, n) in ev.placed else f"{n} ({ev.op_ms.get((gi, n), 0):.1f} ms)"
                         for n in ev.critical[gi])
                     msgs.append(f"end-to-end: the fastest placement of '{g.workflow}' takes "
                                 f"{ev.end_to_end_ms[gi]:.1f} ms, SLA {g.sla_ms:g} ms: the critical "
@@ -94,9 +99,11 @@ def explain(pb: milp.Problem, time_limit_s: float = 10) -> str:
         free = solve_problem(replace(pb, soft_sla_penalty=None), time_limit_s=time_limit_s,
                              use_caps=False)
         if free.evaluation is not None:
-            over = [f"{need} x {d} (the fleet has {pb.caps[d]})"
-                    for d, need in sorted(free.evaluation.counts.items())
-                    if d in pb.caps and need > pb.caps[d]]
+            over = []
+            for d, need in sorted(free.evaluation.counts.items()):
+                if d in pb.caps and need > pb.caps[d]:
+                    users = sorted({o.group for o in free.choice.values() if o.device == d})
+                    over.append(f"{need} x {d} (the fleet has {pb.caps[d]}; for pool(s) {', '.join(users)})")
             if over:
                 return "no plan: inventory too small: the cheapest plan meeting the SLA needs " + \
                     ", ".join(over)

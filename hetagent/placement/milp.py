@@ -1,49 +1,53 @@
-"""The placement MILP (PuLP model; solved by solve.py). docs/placement.md explains it in full.
+"""The placement MILP over serving pools (PuLP model; solved by solve.py). docs/placement.md explains it.
+
+A pool is one engine configuration serving every operator mapped to it, as one vLLM deployment serves
+every call to its model (`pool_group`): an LLM's prefill and decode operators of every workflow, a
+speech or embedding model's operators, a tool's calls. An LLM pool is either one co-located engine or a
+prefill pool plus a decode pool (disaggregated, the KV cache crossing between them). An option is an
+engine configuration (device, TP, PP, precision) with an integer replica count; costmodel.serving says
+what it delivers at the pool's summed load: the batch the load fills, each operator's latency with
+queueing, the time between tokens, memory (prepare()).
 
 Variables
-  x[g,i,o]  binary: operator i of workflow g runs on device option o (one per operator).
-  n[d]      integer: devices of kind d in the fleet (0 <= n[d] <= cap[d]).
-  S[g,i]    continuous: start time of operator i (only when an SLA is modelled).
-  E[g]      continuous: end-to-end latency of workflow g; s[g] >= 0 its SLA slack (soft SLA only).
-  tt[e]     continuous: transfer time of an edge whose ends may sit on different devices.
-  pc[e]     continuous: transfer price of such an edge (when the link has a price).
+  z[o]     binary: option o of its pool (and phase) is chosen; one per pool and phase.
+  n[d]     integer: devices of kind d in the fleet (0 <= n[d] <= cap[d]).
+  L[c]     continuous: latency of one class of operators (same pool, same cost row) = sum z x latency.
+  S[g,i]   continuous: start time of operator i (only when an SLA is modelled).
+  E[g]     continuous: end-to-end latency of workflow g; s[g] >= 0 its SLA slack (soft SLA only).
+  tt[e]    continuous: transfer time of an edge whose ends may sit on different devices.
+  pc[e]    continuous: transfer price of such an edge (when the link has a price).
 
-Replicas are fluid: option o of operator i serves load L = rate * weight requests/s, one replica does
-throughput_rps, so it occupies share = L / throughput_rps replicas of tp*pp devices each. Devices are
-pooled: n[d] >= sum share * tp*pp * x (operators may share a device's time), and, where the device's
-memory is known, n[d] * mem_d >= sum memory_gb * tp*pp * max(1, share) * x (every placed operator keeps
-at least one copy resident). Both are linear in x: no replica variables. The plan reports
-replicas = ceil(share) per operator.
-
-Transfers: X[i,a] = sum of x[i,o] over options on device a. For an edge p -> q with per-pair latency
-L[a,b] (0 when a == b: same device kind = same node):
-  tt >= sum_{b != a} L[a,b] X[q,b] - max_b L[a,b] (1 - X[p,a])    for each device a of p,
-exact at a minimum. An `llm.kv_transfer` operator is not placed: it is the edge prefill -> decode with
-its kv_bytes. Transfer prices use the same form (pc instead of tt).
-
-SLA: S[q] >= S[p] + T[p] + tt(p,q) on every edge, E >= S[i] + T[i], E <= sla + s, with
-T[i] = sum latency_ms * x for operators on the SLA path (0 otherwise). Stage SLAs (ttft_ms on
-llm.prefill, tbt_ms on llm.decode) remove the options that break them.
-
-Objective ($/hour): sum n[d] * hour_cost[d] + 3600 * rate * weight * (price_per_execution x + pc)
-+ penalty * s. objective="offline" drops all latency constraints (minimum $ at the offered rate =
-minimum $ per token, which favours the largest batches); objective="makespan" minimizes sum E
-(used to explain infeasibility).
+Devices: an accelerator replica owns tp x pp whole devices, n[d] >= sum z x replicas x tp x pp; CPUs are
+time-shared, n[d] >= sum z x busy share, and where a CPU's memory is known n[d] x mem >= sum z x memory.
+Transfers: Y[p,a] = sum of z over the options of operator p's pool and phase on device a. For an edge
+p -> q with per-pair latency T[a,b] (0 when a == b):
+  tt >= sum_{b != a} T[a,b] Y[q,b] - max_b T[a,b] (1 - Y[p,a])    for each device a of p.
+An `llm.kv_transfer` operator is not placed: it is the edge prefill -> decode with its kv_bytes.
+SLA: S[q] >= S[p] + L[p] + tt(p,q) on every edge, E >= S[i] + L[i], E <= sla + s. Stage SLAs (TTFT on
+prefill operators, time between tokens on decode) remove the options that break them.
+Objective ($/hour): sum n[d] x hour_cost[d] + per-execution charges + transfer charges + penalty x s.
+objective="offline" drops all latency constraints; "makespan" minimizes sum E (cost breaks ties).
 """
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 import pulp
 
+from hetagent.costmodel import serving
+from hetagent.costmodel.operators import CPU_ONLY_KINDS, LLM_KINDS, MOE_KINDS
+from hetagent.costmodel.types import DeviceOption
 from hetagent.ir.opgraph import OpGraph
 
 KV = "llm.kv_transfer"
 TransferFn = Callable[[str, str, str, float, float], tuple[float, float]]
 """transfer(src_device, dst_device, kind, nbytes, tokens) -> (ms, $ per transfer)."""
+_COPY = re.compile(r"\.it\d+(?=\.)")
+INVENTORY_SHORT = "the fleet holds"     # marks the reasons that more inventory would remove
 
 
 @dataclass
@@ -54,13 +58,79 @@ class Problem:
     caps: dict[str, int] = field(default_factory=dict)       # most devices of a kind (inventory)
     allowed: set[str] | None = None             # device kinds the fleet may hold; None: all
     transfer: TransferFn | None = None          # None: transfers are free and instant
-    memory_gb: dict[str, float] = field(default_factory=dict)  # device memory (co-location limit)
+    memory_gb: dict[str, float] = field(default_factory=dict)  # device memory (CPU co-location limit)
     cpus: set[str] = field(default_factory=set)
     soft_sla_penalty: float | None = None       # $/hour per ms over the SLA; None: hard SLA
     objective: str = "tco"                      # tco | offline | makespan
     owned: dict = field(default_factory=dict)   # device -> units already owned (buy mode: capex sunk)
     owned_hour_cost: dict = field(default_factory=dict)  # device -> {capex, power, opex, total} of those
-    exact_limit: int = 1000                     # above this many options, thin them (see thin())
+    cache: dict = field(default_factory=dict, repr=False, compare=False)  # shared by solves of these tables
+
+
+# ------------------------------------------------------------------------------------------ pools
+def pool_group(g: OpGraph, op) -> tuple[str, str]:
+    """(pool id, phase) of an operator. One engine serves every call to a model; a tool, a hosted API, a
+    code node each have one service. Phase: prefill | decode (LLMs) | other."""
+    a, kind = op.attrs, op.kind
+    if kind in LLM_KINDS or kind in MOE_KINDS:
+        pre = kind in ("llm.prefill", "expert.tp_prefill") or a.get("phase") == "prefill"
+        return f"{a.get('model') or 'llm'}", "prefill" if pre else "decode"
+    if kind in CPU_ONLY_KINDS:
+        name = a.get("tool") or a.get("model") or f"{g.workflow}/{_COPY.sub('', op.name)}"
+        return f"{kind}:{name}", "other"
+    if a.get("model"):
+        return f"{a['model']}", "other"
+    return f"{kind}:{a.get('index_size', '')}x{a.get('dims', '')}", "other"
+
+
+@dataclass
+class Group:
+    """A pool to be placed: its operators, grouped into classes that share one cost row."""
+    id: str
+    phases: tuple                   # ("prefill", "decode") for an LLM, else ("other",)
+    llm: bool
+    model: str | None
+    kind: str                       # the IR op name of its first operator (pools of one kind: that kind)
+    members: list = field(default_factory=list)    # (graph index, operator name, class id)
+    classes: dict = field(default_factory=dict)    # class id -> {"phase", "row", "ops": [...], "load"}
+
+
+@dataclass(frozen=True)
+class PoolOption:
+    group: str
+    engine: str                     # colocated | prefill | decode | single
+    option: DeviceOption            # device, tp, pp, batch (the pool's batch per replica), precision
+    load: object                    # costmodel.serving.PoolLoad
+    cpu: bool
+
+    @property
+    def phases(self) -> tuple:
+        return {"colocated": ("prefill", "decode"), "prefill": ("prefill",), "decode": ("decode",)}.get(
+            self.engine, ("other",))
+
+    @property
+    def device(self) -> str:
+        return self.option.device
+
+    @property
+    def devices(self) -> float:
+        return self.load.devices
+
+    @property
+    def memory_total_gb(self) -> float:
+        """CPU pools: memory held across the share of devices they occupy."""
+        return self.load.memory_gb * max(1.0, self.load.devices)
+
+    def label(self) -> str:
+        o = self.option
+        return f"{o.device}/tp{o.tp}/pp{o.pp}/{o.precision}/x{self.load.replicas}/{self.engine}"
+
+    def __hash__(self):
+        return hash((self.group, self.engine, self.option, self.load.replicas))
+
+    def __eq__(self, other):
+        return isinstance(other, PoolOption) and (self.group, self.engine, self.option, self.load.replicas) \
+            == (other.group, other.engine, other.option, other.load.replicas)
 
 
 @dataclass
@@ -77,67 +147,208 @@ class Edge:
 
 @dataclass
 class Prepared:
-    """Usable options per operator after fleet, stage-SLA and restriction filters."""
-    options: list[dict]         # per graph: {op: {DeviceOption: OpCost}} for placed operators
-    transparent: list[set]      # per graph: operators not placed (kv transfers, ops absent from table)
-    edges: list[Edge]
-    dropped: list[dict]         # per graph: {op: [(option, reason)]}, for explanations
-    thinned: bool = False       # options were thinned (large instance): optimal for the thinned set
+    groups: dict                    # pool id -> Group
+    options: dict                   # pool id -> [PoolOption] usable (filtered, pruned)
+    member_of: list                 # per graph: {operator: (pool id, class id, phase)}
+    transparent: list               # per graph: operators not placed (kv transfers, ops absent from table)
+    edges: list
+    dropped: dict                   # pool id -> [(label, why)] for explanations
+
+    def uncovered(self) -> list:
+        """(pool id, phase) pairs that no usable option serves: the problem is infeasible."""
+        out = []
+        for gid, grp in sorted(self.groups.items()):
+            for ph in grp.phases:
+                if any(c["phase"] == ph for c in grp.classes.values()) and \
+                        not any(ph in o.phases for o in self.options[gid]):
+                    out.append((gid, ph))
+        return out
 
 
 def op_load(g: OpGraph, op) -> float:
     return g.rate_rps * op.weight
 
 
-def prepare(pb: Problem, restrict: dict | None = None, keep: dict | None = None) -> Prepared:
-    """Filter options; find the edges whose transfer may cost time or money.
-    restrict: {(graph index, operator name): allowed device ids} (baselines).
-    keep: {(graph index, operator name): option} survive thinning (a known solution stays reachable)."""
-    opts_all, trans_all, dropped_all, edges = [], [], [], []
-    memo: dict = {}
-    rows: dict = {}       # identical rows (same object, same context) are filtered and pruned once
-    arrays: dict = {}     # id(row) -> _Row
-    timed = pb.objective != "offline"
+def prepare(pb: Problem, restrict: dict | None = None, prune: bool = True) -> Prepared:
+    """Pools, their options (engine configurations x replica counts with what they deliver), and the
+    edges whose transfer may cost time or money.
+    restrict: {(graph index, operator name): allowed device ids} (baselines); a pool keeps a device only
+    if every one of its operators may use it. prune=False keeps dominated options (to find a plan's own)."""
+    groups: dict = {}
+    member_of, trans = [], []
+    allowed_by_group: dict = {}
     for gi, (g, table) in enumerate(zip(pb.graphs, pb.tables)):
-        opts, trans, dropped = {}, set(), {}
+        mine, tr = {}, set()
         for op in g.operators:
             if op.name not in table or (op.kind == KV and pb.transfer is not None):
-                trans.add(op.name)
+                tr.add(op.name)
                 continue
-            only = restrict.get((gi, op.name)) if restrict is not None else None
+            gid, phase = pool_group(g, op)
+            grp = groups.get(gid)
+            if grp is None:
+                llm = op.kind in LLM_KINDS or op.kind in MOE_KINDS
+                grp = groups[gid] = Group(gid, ("prefill", "decode") if llm else ("other",), llm,
+                                          op.attrs.get("model"), op.kind)
             row = table[op.name]
-            key = (id(row), op.kind, op.attrs.get("output_tokens"), tuple(sorted((op.stage_sla or {}).items())),
-                   op.on_sla_path, op_load(g, op), g.sla_ms, None if only is None else frozenset(only))
-            if key not in rows:
-                if id(row) not in arrays:
-                    arrays[id(row)] = _Row(row)
-                rows[key] = _filter(pb, g, op, arrays[id(row)], only, timed)
-            opts[op.name], dropped[op.name] = rows[key]
-        opts_all.append(opts), trans_all.append(trans), dropped_all.append(dropped)
-    big = sum(len(o) for t in opts_all for o in t.values()) > pb.exact_limit
-    if big:
-        thinned: dict = {}
-        for gi, g in enumerate(pb.graphs):
-            for op in g.operators:
-                if op.name in opts_all[gi]:
-                    o = opts_all[gi][op.name]
-                    key = (id(o), op_load(g, op))
-                    if key not in thinned:
-                        thinned[key] = thin(pb, g, op, o, timed)
-                    opts_all[gi][op.name] = thinned[key]
-                    kept = (keep or {}).get((gi, op.name))
-                    if kept is not None and kept in o and kept not in thinned[key]:
-                        opts_all[gi][op.name] = {**thinned[key], kept: o[kept]}
+            cid = (id(row), phase, tuple(sorted((op.stage_sla or {}).items())))
+            cls = grp.classes.get(cid)
+            if cls is None:
+                cls = grp.classes[cid] = {"phase": phase, "row": row, "ops": [], "load": 0.0,
+                                          "stage_sla": dict(op.stage_sla or {}), "on_path": [],
+                                          "op": op}
+            cls["ops"].append((gi, op.name))
+            cls["load"] += op_load(g, op)
+            if op.on_sla_path and g.sla_ms is not None:
+                cls["on_path"].append(g.sla_ms)
+            grp.members.append((gi, op.name, cid))
+            mine[op.name] = (gid, cid, phase)
+            if restrict is not None:
+                only = restrict.get((gi, op.name))
+                if only is not None:
+                    prev = allowed_by_group.get(gid)
+                    allowed_by_group[gid] = set(only) if prev is None else prev & set(only)
+        member_of.append(mine)
+        trans.append(tr)
+    options, dropped = {}, {}
+    timed = pb.objective != "offline"
+    for gid, grp in groups.items():
+        options[gid], dropped[gid] = _pool_options(pb, grp, allowed_by_group.get(gid), timed, prune)
+    edges = _edges(pb, groups, options, member_of, trans)
+    return Prepared(groups, options, member_of, trans, edges, dropped)
+
+
+def _configs(pb: Problem, grp: Group, engine: str, phase_filter) -> dict:
+    key = ("configs", engine, tuple(sorted((str(cid), id(c["row"])) for cid, c in grp.classes.items())))
+    if key not in pb.cache:
+        pb.cache[key] = _configs_uncached(grp, phase_filter)
+    return pb.cache[key]
+
+
+def _configs_uncached(grp: Group, phase_filter) -> dict:
+    """{(device, tp, pp, precision): {class id: curve}} for the configurations on which every class of the
+    chosen phases has at least one priced batch."""
+    out: dict = {}
+    classes = [(cid, c) for cid, c in grp.classes.items() if phase_filter(c["phase"])]
+    if not classes:
+        return {}
+    for k, (cid, c) in enumerate(classes):
+        per: dict = {}
+        for o, cost in c["row"].items():
+            if isinstance(cost, str):
+                continue
+            per.setdefault((o.device, o.tp, o.pp, o.precision), []).append((o.batch, cost))
+        if k == 0:
+            out = {key: {cid: tuple(sorted(v, key=lambda t: t[0]))} for key, v in per.items()}
+        else:
+            out = {key: {**d, cid: tuple(sorted(per[key], key=lambda t: t[0]))}
+                   for key, d in out.items() if key in per}
+    return out
+
+
+def _pool_options(pb: Problem, grp: Group, only: set | None, timed: bool, prune: bool = True):
+    """Usable options of one pool and the reasons others were dropped."""
+    why: list = []
+    roles = [("colocated", lambda p: True), ("prefill", lambda p: p == "prefill"),
+             ("decode", lambda p: p == "decode")] if grp.llm else [("single", lambda p: True)]
+    out: list[PoolOption] = []
+    for engine, phases in roles:
+        for (dev, tp, pp, prec), curves in sorted(_configs(pb, grp, engine, phases).items()):
+            label = f"{dev}/tp{tp}/pp{pp}/{prec}/{engine}"
+            if only is not None and dev not in only:
+                why.append((label, "excluded"))
+                continue
+            if pb.allowed is not None and dev not in pb.allowed:
+                why.append((label, f"{dev} is not in the fleet"))
+                continue
+            cap = pb.caps.get(dev)
+            if cap is not None and cap < tp * pp:
+                why.append((label, f"a replica needs {tp * pp} {dev}; {INVENTORY_SHORT} {cap}"))
+                continue
+            members = [serving.Member(cid, grp.classes[cid]["op"], grp.classes[cid]["load"],
+                                      grp.classes[cid]["phase"], curve) for cid, curve in curves.items()]
+            cpu = dev in pb.cpus
+            key = ("loads", engine, dev, tp, pp, prec, cpu,
+                   tuple((str(m.key), id(m.curve), round(m.load_rps, 12)) for m in members))
+            if key not in pb.cache:
+                pb.cache[key] = serving.replica_candidates(members, engine, pp=pp, tp=tp, cpu=cpu)
+            loads, reason = pb.cache[key]
+            if not loads:
+                why.append((label, reason or "no replica count carries the load"))
+                continue
+            for load in loads:
+                lab = f"{label}/x{load.replicas}"
+                bad = _stage_sla_miss(grp, load, timed, pb)
+                if bad:
+                    why.append((lab, bad))
+                    continue
+                if cap is not None and not cpu and load.devices > cap + 1e-9:
+                    why.append((lab, f"needs {load.devices:g} {dev}; {INVENTORY_SHORT} {cap}"))
+                    continue
+                out.append(PoolOption(grp.id, engine, DeviceOption(dev, tp, pp, load.batch, prec), load, cpu))
+    return (_undominated(grp, out, timed) if prune else out), why
+
+
+def _stage_sla_miss(grp: Group, load, timed: bool, pb: Problem) -> str | None:
+    if not timed:
+        return None
+    for cid, lat in load.latency_ms.items():
+        c = grp.classes[cid]
+        sla = c["stage_sla"]
+        if c["phase"] == "prefill" and sla.get("ttft_ms") is not None and lat > sla["ttft_ms"] + 1e-9:
+            return f"ttft {lat:.1f} ms > {sla['ttft_ms']:g} ms"
+        if c["phase"] == "decode" and sla.get("tbt_ms") is not None and load.tbt_ms is not None \
+                and load.tbt_ms > sla["tbt_ms"] + 1e-9:
+            return f"tbt {load.tbt_ms:.1f} ms > {sla['tbt_ms']:g} ms"
+        if pb.soft_sla_penalty is None and c["on_path"] and lat > min(c["on_path"]) + 1e-9:
+            return f"{lat:.1f} ms alone exceeds the SLA of {min(c['on_path']):g} ms"
+    return None
+
+
+def _undominated(grp: Group, opts: list, timed: bool) -> list:
+    """Options not dominated by another of the same engine kind on the same device: no slower for any
+    class on an SLA path (when latency counts), no more devices, memory or per-execution charges."""
+    if len(opts) <= 1:
+        return opts
+    timed_cids = sorted((cid for cid, c in grp.classes.items() if c["on_path"]), key=str) if timed else []
+    out = []
+    keys = {}
+    for k, o in enumerate(opts):
+        keys.setdefault((o.engine, o.device), []).append(k)
+    for idx in keys.values():
+        rows = []
+        for k in idx:
+            o = opts[k]
+            lat = [o.load.latency_ms.get(cid, 0.0) for cid in timed_cids]
+            rows.append(lat + [o.load.tbt_ms or 0.0 if timed else 0.0, o.devices, o.memory_total_gb,
+                               o.load.price_per_hour])
+        v = np.array(rows, dtype=float)
+        order = np.lexsort(v.T[::-1])
+        v = v[order]
+        alive = np.ones(len(order), bool)
+        for j in range(len(order)):
+            if alive[j]:
+                out.append(opts[idx[order[j]]])
+                alive &= ~np.all(v >= v[j] - 1e-9, axis=1)
+    return out
+
+
+def _edges(pb: Problem, groups, options, member_of, trans) -> list:
+    if pb.transfer is None:
+        return []
+    memo: dict = {}
+    edges = []
     for gi, g in enumerate(pb.graphs):
-        opts, trans = opts_all[gi], trans_all[gi]
-        if pb.transfer is None:
-            break
+        mine = member_of[gi]
         byname = {o.name: o for o in g.operators}
+
+        def devices_of(name):
+            gid, _, phase = mine[name]
+            return {o.device for o in options[gid] if phase in o.phases}
 
         def add(src, dst, via, kind, nbytes, tokens, weight, on_path):
             ms, usd = {}, {}
-            for a in {o.device for o in opts[src]}:
-                for b in {o.device for o in opts[dst]}:
+            for a in devices_of(src):
+                for b in devices_of(dst):
                     if a != b:
                         key = (a, b, kind, nbytes, tokens)
                         if key not in memo:
@@ -147,138 +358,29 @@ def prepare(pb: Problem, restrict: dict | None = None, keep: dict | None = None)
                 edges.append(Edge(gi, src, dst, via, weight, ms, usd, on_path))
 
         for a, b in g.edges:
-            if a in opts and b in opts:
+            if a in mine and b in mine:
                 pa = byname[a]
                 add(a, b, None, "edge", float(pa.attrs.get("bytes_out", 0) or 0),
                     float(pa.attrs.get("tokens", 0) or 0), byname[b].weight,
                     pa.on_sla_path and byname[b].on_sla_path)
-        for k in trans:
+        for k in trans[gi]:
             op = byname[k]
             if op.kind != KV:
                 continue
             for p in g.predecessors(k):
                 for q in g.successors(k):
-                    if p in opts and q in opts:
+                    if p in mine and q in mine:
                         add(p, q, k, KV, float(op.attrs.get("kv_bytes", 0) or 0),
                             float(op.attrs.get("tokens", 0) or 0), op.weight,
                             op.on_sla_path and byname[p].on_sla_path and byname[q].on_sla_path)
-    return Prepared(opts_all, trans_all, edges, dropped_all, big)
+    return edges
 
 
-class _Row:
-    """One cost-table row (operator -> {option: OpCost | reason}) as arrays, so filtering and pruning
-    thousands of options per operator is vectorized. Built once per row object."""
-
-    def __init__(self, row: dict):
-        self.reasons = [(o, c) for o, c in row.items() if isinstance(c, str)]
-        self.opts = [o for o, c in row.items() if not isinstance(c, str)]
-        self.costs = [row[o] for o in self.opts]
-        cs = self.costs
-        self.device = np.array([o.device for o in self.opts], dtype=object)
-        self.dpr = np.array([o.tp * o.pp for o in self.opts], dtype=float)
-        self.lat = np.array([c.latency_ms for c in cs], dtype=float)
-        self.thr = np.array([c.throughput_rps for c in cs], dtype=float)
-        self.mem = np.array([c.memory_gb for c in cs], dtype=float)
-        self.price = np.array([c.price_per_execution for c in cs], dtype=float)
-        self.ttft = np.array([c.detail.get("ttft_ms", c.latency_ms) for c in cs], dtype=float)
-        self.tbt = np.array([c.detail.get("tbt_ms", np.nan) for c in cs], dtype=float)
-
-    def share(self, load: float) -> np.ndarray:
-        """Devices one operator at `load` requests/s occupies per option (replicas x tp*pp), >= 1e-6."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            sh = np.where(self.thr > 0, load / self.thr, 0.0)
-        return np.maximum(sh, 1e-6) * self.dpr
-
-
-def _undominated(r: _Row, idx: np.ndarray, load: float, timed: bool) -> list[int]:
-    """Indices (of r's options, among idx) not dominated by another option on the same device: no
-    faster (when latency counts), no more device share, memory, price or devices per replica. Exact
-    for this model."""
-    sh = r.share(load)[idx]
-    per = sh / r.dpr[idx]
-    v_all = np.column_stack([r.lat[idx] if timed else np.zeros(len(idx)), sh,
-                             r.mem[idx] * r.dpr[idx] * np.maximum(1.0, per), r.price[idx], r.dpr[idx]])
-    out = []
-    devs = r.device[idx]
-    for dev in dict.fromkeys(devs):
-        sel = np.nonzero(devs == dev)[0]
-        if len(sel) == 1:
-            out.append(int(idx[sel[0]]))
-            continue
-        v = v_all[sel]
-        order = np.lexsort(v.T[::-1])
-        v, alive = v[order], np.ones(len(order), bool)
-        for k in range(len(order)):
-            if alive[k]:
-                out.append(int(idx[sel[order[k]]]))
-                alive &= ~np.all(v >= v[k] - 1e-12, axis=1)
-    return sorted(out)
-
-
-def thin(pb: Problem, g: OpGraph, op, opts: dict, timed: bool) -> dict:
-    """Large instances only: per device keep the options on the 2-D front of latency versus effective
-    $/hour = hour_cost * max(device share, memory / device memory) + per-execution charges. Not exact
-    (it ignores how shares round and pool across operators); docs/placement.md says so."""
-    L = op_load(g, op)
-    by_dev: dict = {}
-    for o, c in opts.items():
-        sh = max(L / c.throughput_rps if c.throughput_rps > 0 else 0.0, 1e-6) * o.devices_per_replica
-        memc = c.memory_gb * o.devices_per_replica * max(1.0, sh / o.devices_per_replica)
-        cap = pb.memory_gb.get(o.device)
-        use = max(sh, memc / cap if cap else 0.0)
-        eff = use * pb.hour_cost.get(o.device, {}).get("total", 0.0) + 3600 * L * c.price_per_execution
-        by_dev.setdefault(o.device, []).append((c.latency_ms if timed and op.on_sla_path else 0.0, eff, o, c))
-    out = {}
-    for items in by_dev.values():
-        items.sort(key=lambda t: (t[0], t[1]))
-        best = math.inf
-        for lat, eff, o, c in items:
-            if eff < best - 1e-12:
-                out[o], best = c, eff
-    return out
-
-
-def _filter(pb, g, op, r: _Row, only, timed):
-    """(usable options after the fleet, stage-SLA and SLA filters, pruned; [(option, why dropped)])."""
-    n = len(r.opts)
-    why = list(r.reasons)
-    ok = np.ones(n, bool)              # not dropped yet: an option keeps the first reason that hits it
-    reason = np.full(n, None, dtype=object)
-
-    def drop(mask, text):
-        mask = mask & ok
-        ok[mask] = False
-        for k in np.nonzero(mask)[0]:
-            reason[k] = text(k) if callable(text) else text
-
-    if only is not None:
-        drop(np.array([d not in only for d in r.device], bool), "excluded")
-    if pb.allowed is not None:
-        drop(np.array([d not in pb.allowed for d in r.device], bool),
-             lambda k: f"{r.device[k]} is not in the fleet")
-    if pb.caps:
-        cap = np.array([pb.caps.get(d, math.inf) for d in r.device], float)
-        drop(cap < r.dpr, lambda k: f"the fleet has {pb.caps.get(r.device[k])} {r.device[k]}, "
-                                    f"needs {int(r.dpr[k])}")
-    sla = op.stage_sla or {}
-    if timed and op.kind == "llm.prefill" and sla.get("ttft_ms") is not None:
-        drop(r.ttft > sla["ttft_ms"] + 1e-9, lambda k: f"ttft {r.ttft[k]:.1f} ms > {sla['ttft_ms']:g} ms")
-    if timed and op.kind == "llm.decode" and sla.get("tbt_ms") is not None:
-        steps = max(1.0, float(op.attrs.get("output_tokens", 1) or 1))
-        tbt = np.where(np.isnan(r.tbt), r.lat / steps, r.tbt)
-        drop(tbt > sla["tbt_ms"] + 1e-9, lambda k: f"tbt {tbt[k]:.1f} ms > {sla['tbt_ms']:g} ms")
-    if timed and pb.soft_sla_penalty is None and op.on_sla_path and g.sla_ms is not None:
-        drop(r.lat > g.sla_ms + 1e-9,
-             lambda k: f"{r.lat[k]:.1f} ms alone exceeds the SLA of {g.sla_ms:g} ms")
-    why += [(r.opts[k], reason[k]) for k in np.nonzero(~ok)[0]]
-    kept = _undominated(r, np.nonzero(ok)[0], op_load(g, op), timed and op.on_sla_path)
-    return {r.opts[k]: r.costs[k] for k in kept}, why
-
-
+# ------------------------------------------------------------------------------------------ model
 @dataclass
 class Model:
     prob: pulp.LpProblem
-    x: dict             # (g, op, option) -> var
+    z: dict             # PoolOption -> var
     n: dict             # device -> var
     E: dict             # g -> var
     slack: dict         # g -> var
@@ -294,55 +396,50 @@ def _ge(prob, terms, rhs=0.0):
     prob += pulp.LpConstraint(_lin(terms), pulp.LpConstraintGE, rhs=rhs)
 
 
-def build(pb: Problem, prep: Prepared, use_caps: bool = True, facility_cuts: bool = True) -> Model:
-    """The PuLP model. Operators without any usable option make it infeasible (explain.py says why).
-    facility_cuts: n[d] >= the devices each operator alone needs on d, for every operator and device;
-    they tighten the LP bound a little (39.17 against 39.12 $/h at 1000 operators) but double its rows
-    and split more operators across options. Without them only the rows that integrality does not
-    imply stay: a replica spanning more devices (tp*pp) than its share rounds up to."""
+def build(pb: Problem, prep: Prepared, use_caps: bool = True) -> Model:
+    """The PuLP model. A pool without any usable option makes it infeasible (explain.py says why)."""
     prob = pulp.LpProblem("placement", pulp.LpMinimize)
-    x, X, T = {}, {}, {}
-    share, mem, opened = {}, {}, {}
+    z: dict = {}
     cost = []                 # (var, coef) terms of the objective, $/hour
     timed = pb.objective != "offline"
     sla_graphs = {gi for gi, g in enumerate(pb.graphs)
                   if timed and (g.sla_ms is not None or pb.objective == "makespan")}
-    for gi, g in enumerate(pb.graphs):
-        for op in g.operators:
-            if op.name not in prep.options[gi]:
+    use: dict = {}            # device -> [(devices, var)]
+    mem: dict = {}            # CPU device -> [(GB, var)]
+    Y: dict = {}              # (pool, phase, device) -> [vars]
+    for gid in sorted(prep.options):
+        grp, opts = prep.groups[gid], prep.options[gid]
+        for o in opts:
+            v = prob.add_variable(f"z_{len(z)}", cat="Binary")
+            z[o] = v
+            use.setdefault(o.device, []).append((o.devices, v))
+            if o.cpu and o.load.memory_gb > 0:
+                mem.setdefault(o.device, []).append((o.memory_total_gb, v))
+            if o.load.price_per_hour:
+                cost.append((v, o.load.price_per_hour))
+            for ph in o.phases:
+                Y.setdefault((gid, ph, o.device), []).append(v)
+        for ph in grp.phases:
+            if any(c["phase"] == ph for c in grp.classes.values()):
+                prob += pulp.LpConstraint(_lin([(z[o], 1) for o in opts if ph in o.phases]),
+                                          pulp.LpConstraintEQ, rhs=1)
+    # latency of each class on an SLA path: one variable, referenced by every operator of the class
+    L: dict = {}
+    for gid, grp in prep.groups.items():
+        for cid, c in grp.classes.items():
+            if not (c["on_path"] or pb.objective == "makespan") or not sla_graphs:
                 continue
-            opts = prep.options[gi][op.name]
-            L = op_load(g, op)
-            vs = []
-            for o, c in sorted(opts.items()):
-                v = prob.add_variable(f"x_{gi}_{len(x)}", cat="Binary")
-                x[(gi, op.name, o)] = v
-                vs.append((o, c, v))
-                X.setdefault((gi, op.name), {}).setdefault(o.device, []).append(v)
-                sh = max(L / c.throughput_rps if c.throughput_rps > 0 else 0.0, 1e-6) * o.devices_per_replica
-                share.setdefault(o.device, []).append((sh, v, o.devices_per_replica))
-                # this operator alone needs ceil(share) devices, and all tp*pp devices of a replica;
-                # only the second is more than n[d] >= pooled share says once n[d] is integer
-                whole = math.ceil(sh - 1e-9)
-                if facility_cuts or o.devices_per_replica > whole:
-                    opened.setdefault((gi, op.name, o.device), []).append(
-                        (v, max(o.devices_per_replica, whole)))
-                if c.memory_gb > 0:
-                    mem.setdefault(o.device, []).append(
-                        (c.memory_gb * o.devices_per_replica * max(1.0, sh / o.devices_per_replica), v))
-                if c.price_per_execution:
-                    cost.append((v, 3600 * L * c.price_per_execution))
-            prob += pulp.LpConstraint(_lin([(v, 1) for _, _, v in vs]), pulp.LpConstraintEQ, rhs=1)
-            if op.on_sla_path and gi in sla_graphs:
-                t = prob.add_variable(f"t_{gi}_{len(T)}", lowBound=0)
-                prob += pulp.LpConstraint(_lin([(t, -1)] + [(v, c.latency_ms) for _, c, v in vs]),
-                                          pulp.LpConstraintEQ, rhs=0)
-                T[(gi, op.name)] = t
+            terms = [(z[o], o.load.latency_ms[cid]) for o in prep.options[gid] if c["phase"] in o.phases]
+            if not terms:
+                continue
+            var = prob.add_variable(f"L_{len(L)}", lowBound=0)
+            prob += pulp.LpConstraint(_lin([(var, -1)] + terms), pulp.LpConstraintEQ, rhs=0)
+            L[(gid, cid)] = var
     n = {}
-    for d in sorted(share):
+    for d in sorted(use):
         cap = pb.caps.get(d) if use_caps else None
         n[d] = prob.add_variable(f"n_{len(n)}", lowBound=0, upBound=cap, cat="Integer")
-        _ge(prob, [(n[d], 1)] + [(v, -s) for s, v, _ in share[d]])
+        _ge(prob, [(n[d], 1)] + [(v, -s) for s, v in use[d]])
         if pb.memory_gb.get(d) and d in mem:
             _ge(prob, [(n[d], pb.memory_gb[d])] + [(v, -m) for m, v in mem[d]])
         hc = pb.hour_cost.get(d, {}).get("total", 0.0)
@@ -355,26 +452,24 @@ def build(pb: Problem, prep: Prepared, use_caps: bool = True, facility_cuts: boo
             cost.append((k, -pb.owned_hour_cost.get(d, {}).get("total", 0.0)))
         elif hc:
             cost.append((n[d], hc))
-
-    for (gi, op, d), terms in opened.items():   # facility-location rows (see facility_cuts)
-        _ge(prob, [(n[d], 1)] + [(v, -k) for v, k in terms])
-    Y = {}                    # (g, op, device) -> continuous indicator = sum of x on that device
+    ind: dict = {}            # (pool, phase, device) -> indicator (a variable or an expression's var)
 
     def y(gi, op, d):
-        key = (gi, op, d)
-        if key not in Y:
-            xs = X.get((gi, op), {}).get(d, [])
+        gid, _, phase = prep.member_of[gi][op]
+        key = (gid, phase, d)
+        if key not in ind:
+            xs = Y.get(key, [])
             if len(xs) == 1:
-                Y[key] = xs[0]
+                ind[key] = xs[0]
             else:
-                Y[key] = prob.add_variable(f"y_{len(Y)}", lowBound=0, upBound=1)
-                prob.addConstraint(pulp.LpConstraint(_lin([(Y[key], -1)] + [(v, 1) for v in xs]),
+                ind[key] = prob.add_variable(f"y_{len(ind)}", lowBound=0, upBound=1)
+                prob.addConstraint(pulp.LpConstraint(_lin([(ind[key], -1)] + [(v, 1) for v in xs]),
                                                      pulp.LpConstraintEQ, rhs=0))
-        return Y[key]
+        return ind[key]
 
     tt = {}
     for ei, e in enumerate(prep.edges):
-        L = pb.graphs[e.g].rate_rps * e.weight
+        rate = pb.graphs[e.g].rate_rps * e.weight
         for name, mat in (("pc", e.usd), ("tt", e.ms)):
             if not any(v > 0 for v in mat.values()) or (name == "tt" and not (e.g in sla_graphs and e.on_path)):
                 continue
@@ -384,11 +479,11 @@ def build(pb: Problem, prep: Prepared, use_caps: bool = True, facility_cuts: boo
                 if not row:
                     continue
                 big = max(row.values())
-                # var >= sum_b L[a,b] y[dst,b] - big (1 - y[src,a])
-                _ge(prob, [(var, 1)] + [(y(e.g, e.dst, b), -v) for b, v in row.items()]
+                # var >= sum_b T[a,b] y[dst,b] - big (1 - y[src,a])
+                _ge(prob, [(var, 1)] + [(y(e.g, e.dst, b), -v) for b, v in sorted(row.items())]
                     + [(y(e.g, e.src, a), -big)], -big)
             if name == "pc":
-                cost.append((var, 3600 * L))
+                cost.append((var, 3600 * rate))
             else:
                 tt[ei] = var
     E, slack = {}, {}
@@ -396,9 +491,14 @@ def build(pb: Problem, prep: Prepared, use_caps: bool = True, facility_cuts: boo
         g = pb.graphs[gi]
         S = {op.name: prob.add_variable(f"S_{gi}_{k}", lowBound=0) for k, op in enumerate(g.operators)}
         E[gi] = prob.add_variable(f"E_{gi}", lowBound=0)
+        mine = prep.member_of[gi]
+        on = {op.name for op in g.operators if op.on_sla_path}
 
         def plus_t(name):
-            return [(T[(gi, name)], 1)] if (gi, name) in T else []
+            if name not in on or name not in mine:
+                return []
+            gid, cid, _ = mine[name]
+            return [(L[(gid, cid)], 1)] if (gid, cid) in L else []
 
         has_succ = {a for a, _ in g.edges}
         for op in g.operators:
@@ -421,23 +521,22 @@ def build(pb: Problem, prep: Prepared, use_caps: bool = True, facility_cuts: boo
         prob += _lin([(v, 1) for v in E.values()] + [(v, 1e-6 * c) for v, c in cost])
     else:
         prob += _lin(cost)
-    for gi, g in enumerate(pb.graphs):   # an operator with no option: state it as an infeasible row
-        for op in g.operators:
-            if op.name in prep.options[gi] and not prep.options[gi][op.name]:
-                prob += pulp.lpSum([]) >= 1
-    return Model(prob, x, n, E, slack, prep)
+    if prep.uncovered():                     # a pool with no option: an infeasible row
+        prob += pulp.lpSum([]) >= 1
+    return Model(prob, z, n, E, slack, prep)
 
 
 def choice_of(m: Model) -> dict:
-    """{(g, op): DeviceOption} read from a solved model."""
+    """{(pool id, phase): PoolOption} read from a solved model."""
     out = {}
-    for (gi, op, o), v in m.x.items():
+    for o, v in m.z.items():
         if (v.varValue or 0) > 0.5:
-            out[(gi, op)] = o
+            for ph in o.phases:
+                out[(o.group, ph)] = o
     return out
 
 
-# --- evaluation of a given assignment (independent of the solver) -------------------------------
+# --- evaluation of a given choice (independent of the solver) -------------------------------------
 
 @dataclass
 class Evaluation:
@@ -445,29 +544,33 @@ class Evaluation:
     op_ms: dict                                # (g, op) -> latency ms (kv transfers: their link time)
     critical: list[list]                       # per graph: operators on the critical path
     counts: dict                               # device -> devices needed
-    replicas: dict                             # (g, op) -> ceil(share)
+    placed: dict                               # (g, op) -> PoolOption serving it
     breakdown: dict                            # device -> {capex, power, opex} $/hour
     per_hour: float
 
 
+def option_of(prep: Prepared, choice: dict, gi: int, op: str):
+    m = prep.member_of[gi].get(op)
+    return None if m is None else choice.get((m[0], m[2]))
+
+
 def evaluate(pb: Problem, prep: Prepared, choice: dict) -> Evaluation:
-    op_ms, replicas, share, mem, usage, widest = {}, {}, {}, {}, {}, {}
-    xfer_usd = {}
+    op_ms, placed = {}, {}
+    share, mem, usage = {}, {}, {}
+    for o in dict.fromkeys(choice.values()):
+        share[o.device] = share.get(o.device, 0.0) + o.devices
+        if o.cpu:
+            mem[o.device] = mem.get(o.device, 0.0) + o.memory_total_gb
+        if o.load.price_per_hour:
+            usage[o.device] = usage.get(o.device, 0.0) + o.load.price_per_hour
     for gi, g in enumerate(pb.graphs):
         for op in g.operators:
-            o = choice.get((gi, op.name))
+            o = option_of(prep, choice, gi, op.name)
             if o is None:
                 continue
-            c = prep.options[gi][op.name][o]
-            L = op_load(g, op)
-            op_ms[(gi, op.name)] = c.latency_ms
-            sh = max(L / c.throughput_rps if c.throughput_rps > 0 else 0.0, 1e-6)
-            replicas[(gi, op.name)] = max(1, math.ceil(sh - 1e-9))
-            share[o.device] = share.get(o.device, 0.0) + sh * o.devices_per_replica
-            widest[o.device] = max(widest.get(o.device, 0), o.devices_per_replica)
-            mem[o.device] = mem.get(o.device, 0.0) + c.memory_gb * o.devices_per_replica * max(1.0, sh)
-            usage[o.device] = usage.get(o.device, 0.0) + 3600 * L * c.price_per_execution
-    dev = {k: o.device for k, o in choice.items()}
+            placed[(gi, op.name)] = o
+            op_ms[(gi, op.name)] = o.load.latency_ms[prep.member_of[gi][op.name][1]]
+    dev = {k: o.device for k, o in placed.items()}
     tms = {}
     for e in prep.edges:
         a, b = dev.get((e.g, e.src)), dev.get((e.g, e.dst))
@@ -477,16 +580,15 @@ def evaluate(pb: Problem, prep: Prepared, choice: dict) -> Evaluation:
             usage[b] = usage.get(b, 0.0) + 3600 * pb.graphs[e.g].rate_rps * e.weight * usd
         if e.via:
             op_ms[(e.g, e.via)] = max(op_ms.get((e.g, e.via), 0.0), ms)
-            xfer_usd[(e.g, e.via)] = usd
     for gi, g in enumerate(pb.graphs):
         for k in prep.transparent[gi]:
             op_ms.setdefault((gi, k), 0.0)
     counts = {}
     for d in share:
         need = math.ceil(share[d] - 1e-9)
-        if pb.memory_gb.get(d):
+        if d in mem and pb.memory_gb.get(d):
             need = max(need, math.ceil(mem[d] / pb.memory_gb[d] - 1e-9))
-        counts[d] = max(need, widest[d])
+        counts[d] = max(need, 1)
     breakdown, per_hour = {}, sum(usage.values())
     for d in sorted(set(counts) | set(usage)):
         k = counts.get(d, 0)
@@ -521,7 +623,7 @@ def evaluate(pb: Problem, prep: Prepared, choice: dict) -> Evaluation:
             path.append(cur)
             cur = arg[cur]
         crit.append(path[::-1])
-    return Evaluation(e2e, op_ms, crit, counts, replicas, breakdown, per_hour)
+    return Evaluation(e2e, op_ms, crit, counts, placed, breakdown, per_hour)
 
 
 def topo_order(g: OpGraph) -> list[str]:

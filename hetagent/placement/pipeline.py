@@ -1,13 +1,15 @@
 """From files to a Plan: load and compile the workflows, price them, place them.
 
     plan_sources(workflows, fleet=..., tco=..., ...) -> Plan     (no validation by simulation)
-    planning_inputs(workflows, fleet, tco, catalog, profiles, precisions)
+    p = planning_inputs(workflows, fleet, tco, catalog, profiles, precisions)   # price once ...
+    plan_planning(p, rate=..., sla_ms=..., headroom=...) -> Plan              # ... solve many times
 
 hetagent.api.plan adds the validation by simulation on top (the simulator is a later stage); the
 runtime's re-planner calls plan_sources directly. Every stage used here sits above placement.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from hetagent.ir.build import build
@@ -39,8 +41,26 @@ def _source_record(source, module) -> dict:
     return {"name": name, "file": str(path), "text": path.read_text(), "format": fmt}
 
 
-def planning_inputs(workflows, fleet, tco, catalog, profiles, precisions):
-    """Everything `plan` and `sweep_sla` share: graphs, modules, cost tables and economics."""
+@dataclass
+class Planning:
+    """What planning workflows on a fleet needs, computed once (the cost tables take seconds) and shared
+    by every solve of them: validation rounds, sweeps, baselines. `cache` keeps the serving pools'
+    replica candidates between solves."""
+    sources: list
+    modules: list
+    graphs: list
+    tables: list | None
+    fleet: object
+    tco: object
+    devices: dict
+    profiles: object
+    inputs: dict
+    cache: dict = field(default_factory=dict)
+
+
+def planning_inputs(workflows, fleet=None, tco="default", catalog=None, profiles=None,
+                    precisions=None) -> Planning:
+    """Load, compile and price the workflows; read the fleet and the economics."""
     from hetagent.costmodel.fleet import load_fleet
     from hetagent.costmodel.operators import cost_table
     from hetagent.costmodel.profiles import load_profiles, profiles_cover
@@ -68,7 +88,7 @@ def planning_inputs(workflows, fleet, tco, catalog, profiles, precisions):
               "fleet": _file_record(fleet_obj.path if fleet_obj else None, fleet),
               "tco": _file_record(tco_params.path if getattr(tco_params, "path", None) else None, tco),
               "catalog": catalog, "precisions": list(precisions) if precisions else None}
-    return sources, modules, graphs, tables, fleet_obj, tco_params, devices, prof, inputs
+    return Planning(sources, modules, graphs, tables, fleet_obj, tco_params, devices, prof, inputs)
 
 
 def _file_record(path, given) -> dict | None:
@@ -80,21 +100,50 @@ def _file_record(path, given) -> dict | None:
     return rec
 
 
-def plan_sources(workflows, *, fleet=None, tco="default", catalog=None, profiles=None, rate=None,
-         sla_ms=None, precisions=None, objective="tco", soft_sla_penalty=None,
-         time_limit_s=30.0, gap=1e-4):
+def plan_sources(workflows, *, fleet=None, tco="default", catalog=None, profiles=None, precisions=None,
+                 **kwargs):
     """Place one or more workflows (paths, Workflows or compiled .mlir paths) on one fleet.
 
     fleet: a fleet name or file (configs/fleets; default: every catalog device may be bought);
-    tco: a TCO name or file; profiles: a measured-profiles file overriding the cost model.
-    Returns a hetagent.placement.Plan; raises PlacementError explaining why when no plan exists.
-    The plan is not validated by simulation (hetagent.api.plan does that)."""
+    tco: a TCO name or file; profiles: a measured-profiles file overriding the cost model; the other
+    keywords are plan_planning's. Returns a hetagent.placement.Plan; raises PlacementError explaining
+    why when no plan exists. The plan is not validated by simulation (hetagent.api.plan does that)."""
+    return plan_planning(planning_inputs(workflows, fleet, tco, catalog, profiles, precisions), **kwargs)
+
+
+def with_headroom(graphs, sla_ms=None, rate=None, headroom: dict | None = None) -> list:
+    """The graphs as they are solved: the user's SLA and rate overrides, times the headroom factors."""
+    head = headroom or {}
+    sf, rf = float(head.get("sla_factor", 1.0)), float(head.get("rate_factor", 1.0))
+    return [replace(g, sla_ms=None if (sla_ms or g.sla_ms) is None else (sla_ms or g.sla_ms) * sf,
+                    rate_rps=(rate or g.rate_rps) * rf) for g in graphs]
+
+
+def plan_planning(p: Planning, *, rate=None, sla_ms=None, objective="tco", soft_sla_penalty=None,
+                  time_limit_s=30.0, gap=1e-4, headroom: dict | None = None, with_baselines=True):
+    """Place prepared workflows. headroom: {"sla_factor", "rate_factor"}: plan every workflow for its
+    SLA x sla_factor at its rate x rate_factor (validation's margin); plan.json keeps the user's SLA
+    and rate and `inputs.headroom`, and `predicted` states the user's SLA."""
     from hetagent.placement import place
     from hetagent.placement.annotate import placed_ir
-    (sources, modules, graphs, tables, fleet_obj, tco_params, devices, prof,
-     inputs) = planning_inputs(workflows, fleet, tco, catalog, profiles, precisions)
-    result = place(graphs, tables, fleet_obj, tco_params, devices, sla_ms=sla_ms, rate=rate,
-                   soft_sla_penalty=soft_sla_penalty, objective=objective, time_limit_s=time_limit_s,
-                   gap=gap, profiles=prof, inputs=inputs)
-    result.ir = placed_ir(modules, result.placements, qualified=len(graphs) > 1)
+    inputs = dict(p.inputs)
+    head = {k: float(v) for k, v in (headroom or {}).items() if v is not None and float(v) != 1.0}
+    sf, rf = head.get("sla_factor", 1.0), head.get("rate_factor", 1.0)
+    planned = with_headroom(p.graphs, sla_ms, rate, head)
+    inputs.update(sla_ms=sla_ms, rate=rate, headroom=head or None)
+    result = place(planned, p.tables, p.fleet, p.tco, p.devices, soft_sla_penalty=soft_sla_penalty,
+                   objective=objective, time_limit_s=time_limit_s, gap=gap, profiles=p.profiles, inputs=inputs,
+                   with_baselines=with_baselines, cache=p.cache)
+    if head:                  # state the plan against the user's SLA; the headroom is in inputs
+        pr = result.predicted
+        if pr.get("sla_ms") is not None:
+            pr["planned_sla_ms"] = pr["sla_ms"]
+            pr["sla_ms"] = pr["sla_ms"] / sf
+            pr["meets_sla"] = pr["end_to_end_ms"] <= pr["sla_ms"] + 1e-6
+        if rf != 1.0:         # the fleet carries rate x rate_factor; what a request costs is at the user's
+            t = result.tco
+            for k in ("per_million_tokens", "per_request", "per_thousand_requests"):
+                if t.get(k) is not None:
+                    t[k] *= rf
+    result.ir = placed_ir(p.modules, result.placements, qualified=len(p.graphs) > 1)
     return result

@@ -1,10 +1,13 @@
 """The Plan: what placement hands to the backends, runtime and report, serialized as plan.json.
 
-Keys (ARCHITECTURE.md, "Interfaces every stage keeps"): version; workflows; fleet {device: count};
-placements [{operator, kind, device, tp, pp, batch, replicas, precision, latency_ms, bound}];
-predicted {end_to_end_ms, per_stage_ms, sla_ms, meets_sla}; tco {per_hour, per_million_tokens,
-per_request, per_thousand_requests, breakdown {device: {capex, power, opex}}}; baselines [{device,
-feasible, tco {per_hour, per_request}}]; solver {status, gap, seconds}; ir; inputs.
+Keys (ARCHITECTURE.md, "Interfaces every stage keeps"; docs/architecture.md repeats them): version;
+workflows; fleet {device: count}; pools [{id, model, kind, engine, engine_id, device, tp, pp, precision,
+kv_precision, batch, max_batch, replicas, operators, load_rps, latency_ms, tbt_ms, memory_gb}];
+placements [{operator, kind, device, tp, pp, batch, replicas, precision, latency_ms, bound, pool}];
+predicted {end_to_end_ms, per_stage_ms, sla_ms, meets_sla, percentile, p50_ms, p95_ms, p99_ms,
+validated}; tco {per_hour, per_million_tokens, per_request, per_thousand_requests, breakdown {device:
+{capex, power, opex}}}; baselines [{device, feasible, tco {per_hour, per_request}}]; solver {status,
+gap, seconds}; ir; inputs.
 With several workflows, operator names are qualified "workflow/operator" and predicted holds the
 worst workflow (largest end-to-end latency relative to its SLA); meets_sla is true only if all meet.
 """
@@ -28,6 +31,31 @@ class Placement:
     precision: str
     latency_ms: float
     bound: str
+    pool: str | None = None     # the id of the serving pool that runs it (None: not placed, a KV hand-off)
+
+
+@dataclass
+class Pool:
+    """One engine configuration serving the summed load of its operators. A co-located engine appears
+    twice (its prefill and its decode entries) with engine "colocated" and one engine_id."""
+    id: str
+    model: str | None           # model id; None for kinds without one (tools, code, vector search)
+    kind: str                   # IR op name of its phase, e.g. llm.decode
+    engine: str                 # colocated | prefill | decode | single
+    engine_id: str
+    device: str
+    tp: int
+    pp: int
+    precision: str
+    kv_precision: str | None
+    batch: int                  # requests in flight per replica that the load fills (Little's law)
+    max_batch: int              # slots per replica
+    replicas: int
+    operators: list
+    load_rps: float             # executions per second over all its operators
+    latency_ms: float           # one whole execution at `batch` (decode: all output tokens), load-weighted
+    tbt_ms: float | None        # decode: one step at the longest context; else None
+    memory_gb: float            # per device of one replica
 
 
 @dataclass
@@ -57,9 +85,12 @@ class Plan:
     ir: str = ""
     inputs: dict = field(default_factory=dict)
     version: int = VERSION
+    pools: list[Pool] = field(default_factory=list)
+    validation: dict | None = field(default=None, repr=False, compare=False)  # api.validate_plan's result
 
     def to_json(self) -> dict:
         return {"version": self.version, "workflows": list(self.workflows), "fleet": dict(self.fleet),
+                "pools": [asdict(p) for p in self.pools],
                 "placements": [asdict(p) for p in self.placements], "predicted": self.predicted,
                 "tco": self.tco, "baselines": [b.to_json() for b in self.baselines],
                 "solver": self.solver, "ir": self.ir, "inputs": self.inputs}
@@ -78,7 +109,8 @@ class Plan:
         bl = [Baseline(b["device"], b["feasible"], b["tco"].get("per_hour"), b["tco"].get("per_request"))
               for b in d.get("baselines", [])]
         return cls(d["workflows"], d["fleet"], [Placement(**p) for p in d["placements"]], d["predicted"],
-                   d["tco"], bl, d.get("solver", {}), d.get("ir", ""), d.get("inputs", {}), d["version"])
+                   d["tco"], bl, d.get("solver", {}), d.get("ir", ""), d.get("inputs", {}), d["version"],
+                   [Pool(**p) for p in d.get("pools") or []])
 
 
 def _money(v):

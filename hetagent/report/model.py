@@ -334,9 +334,7 @@ def _longest(ctx, gi: int, per_stage: dict, multi: bool):
     from hetagent.placement.milp import topo_order
     g = ctx.graphs[gi]
     q = (lambda n: f"{g.workflow}/{n}") if multi else (lambda n: n)
-    devices = {}
-    if ctx.choice is not None:
-        devices = {k: o.device for k, o in ctx.choice.items()}
+    devices = resolve.op_devices(ctx, ctx.choice)
     xfer = resolve.edge_transfers(ctx, devices) if devices else {}
     byname = g._by_name()
     fin, arg, start = {}, {}, {}
@@ -358,7 +356,7 @@ def _longest(ctx, gi: int, per_stage: dict, multi: bool):
         chain.append(cur)
         cur = arg[cur]
     chain.reverse()
-    place = {p: getattr(o, "device", "") for (gj, p), o in (ctx.choice or {}).items() if gj == gi}
+    place = {p: d for (gj, p), d in devices.items() if gj == gi}
     steps = []
     for i, name in enumerate(chain):
         if i:

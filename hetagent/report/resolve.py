@@ -126,38 +126,51 @@ def rebuild(plan) -> Context:
     tables = None
     if prof is None or not profiles_cover(graphs, prof):
         tables = [cost_table(g, devices, precisions=precisions) for g in graphs]
-    pb = build_problem(graphs, tables, fleet, tco, devices, sla_ms=inputs.get("sla_ms"),
-                       rate=inputs.get("rate"), soft_sla_penalty=inputs.get("soft_sla_penalty"),
+    # solved as the plan was: the user's SLA and rate with the validation's headroom
+    from hetagent.placement.pipeline import with_headroom
+    graphs = with_headroom(graphs, inputs.get("sla_ms"), inputs.get("rate"), inputs.get("headroom"))
+    pb = build_problem(graphs, tables, fleet, tco, devices, soft_sla_penalty=inputs.get("soft_sla_penalty"),
                        objective=inputs.get("objective") or "tco", profiles=prof)
     ctx = Context(pb.graphs, tables, fleet, tco, devices, prof, pb,
                   float(inputs.get("time_limit_s") or 30.0), float(inputs.get("gap") or 1e-4), notes)
     from hetagent.placement import milp
-    prep = milp.prepare(replace(pb, objective="offline", soft_sla_penalty=None))
-    # every priced option stays findable (offline pruning ignores latency and may drop the plan's)
-    options = [{op: {o: c for o, c in pb.tables[gi][op].items() if not isinstance(c, str)} or row
-                for op, row in prep.options[gi].items()} for gi in range(len(pb.graphs))]
-    ctx.prep_all = replace(prep, options=options)
+    # every option, whatever its latency, unpruned: the plan's own pools must be findable
+    ctx.prep_all = milp.prepare(replace(pb, objective="offline", soft_sla_penalty=None), prune=False)
     ctx.choice = plan_choice(ctx, plan)
     return ctx
 
 
 def plan_choice(ctx: Context, plan) -> dict | None:
-    """The plan's placements as {(graph index, operator): DeviceOption} of the rebuilt problem."""
-    multi = len(ctx.graphs) > 1
-    by_name = {p.operator: p for p in plan.placements}
+    """The plan's pools as {(pool id, phase): PoolOption} of the rebuilt problem (None: not found)."""
     choice = {}
-    for gi, g in enumerate(ctx.graphs):
-        opts = ctx.prep_all.options[gi]
-        for op_name, row in opts.items():
-            p = by_name.get(f"{g.workflow}/{op_name}" if multi else op_name)
-            if p is None:
-                return None
-            hit = [o for o in row if (o.device, o.tp, o.pp, o.batch, o.precision)
-                   == (p.device, p.tp, p.pp, p.batch, p.precision)]
-            if not hit:
-                return None
-            choice[(gi, op_name)] = hit[0]
+    entries = plan.pools or []
+    if not entries:
+        return None
+    for e in entries:
+        gid = e.id.rsplit("/", 1)[0] if e.engine != "single" else e.id
+        phase = {"llm.prefill": "prefill", "expert.tp_prefill": "prefill"}.get(e.kind, "decode") \
+            if e.engine != "single" else "other"
+        hit = [o for o in ctx.prep_all.options.get(gid, [])
+               if o.engine == e.engine and (o.device, o.option.tp, o.option.pp, o.option.precision,
+                                            o.load.replicas) == (e.device, e.tp, e.pp, e.precision, e.replicas)]
+        if not hit:
+            return None
+        choice[(gid, phase)] = hit[0]
     return choice
+
+
+def op_devices(ctx: Context, choice: dict | None) -> dict:
+    """{(graph index, operator): device id} of a pool choice."""
+    from hetagent.placement.milp import option_of
+    out = {}
+    if not choice:
+        return out
+    for gi, mine in enumerate(ctx.prep_all.member_of):
+        for op in mine:
+            o = option_of(ctx.prep_all, choice, gi, op)
+            if o is not None:
+                out[(gi, op)] = o.device
+    return out
 
 
 def evaluate_choice(ctx: Context, choice: dict, pb=None):
@@ -301,7 +314,6 @@ def sensitivity(ctx: Context, plan, alts: list[dict], budget: Budget) -> tuple[d
         for v in _values(param, base):
             tco_v = replace(ctx.tco, **{param: v})
             pb_v = build_problem(ctx.graphs, ctx.tables, ctx.fleet, tco_v, ctx.catalog,
-                                 sla_ms=inputs.get("sla_ms"), rate=inputs.get("rate"),
                                  soft_sla_penalty=inputs.get("soft_sla_penalty"),
                                  objective=inputs.get("objective") or "tco", profiles=ctx.profiles)
             row = {"value": v, "base": abs(v - base) < 1e-9}

@@ -26,7 +26,8 @@ HIST_BINS = 40
 def simulate(plan, trace=None, rate: float | None = None, duration_s: float | None = None, seed: int = 0, *,
              arrivals: str = "poisson", cv: float = 2.0, burst_factor: float = 4.0,
              burst_fraction: float = 0.1, burst_s: float = 10.0, drain_s: float | None = None,
-             workflow: str | None = None, sla_ms: float | None = None, stage_times=None, model=None) -> dict:
+             workflow: str | None = None, sla_ms: float | None = None, stage_times=None, model=None,
+             keep_latencies: bool = False) -> dict:
     """Run plan.json (path, dict, JSON text or Plan) in virtual time and return the report dict.
 
     trace: an Azure or Mooncake trace file (or a traces.Trace); its arrival times are used (scaled to
@@ -71,6 +72,9 @@ def simulate(plan, trace=None, rate: float | None = None, duration_s: float | No
     res = simulator.run(m, times, rng, prompt_tokens=prompt, output_tokens=output,
                         horizon_s=window + drain_s)
     out = summarize(m, res, source, window, seed)
+    if keep_latencies:        # every request's latency (inf: unfinished), for pooling several runs
+        lat = res.latency_ms
+        out["_latencies"] = np.where(np.isnan(lat), np.inf, lat)
     if factors is not None:
         out["stage_times_calibrated"] = {k: (None if math.isinf(v) else v) for k, v in factors.items()}
     return out
@@ -111,12 +115,16 @@ def summarize(m: sim_model.SimModel, res: simulator.SimResult, source: dict, win
                            "p95": _pct(a, 95), "p99": _pct(a, 99)}
     out["stages"] = stages
     pools = {}
-    for j, (op, p) in enumerate(zip(m.ops, res.pools)):
+    for p in res.pools:
         started = p["started"]
         if started == 0 and p["busy_ms"] == 0:
             continue
-        d = {"kind": op.kind, "device": p["device"], "type": p["type"], "servers": p["servers"],
-             "batch": p["batch"], "executions": len(res.stage_ms[j])}
+        ops = [m.ops[j] for j in p["members"]]
+        d = {"kind": ops[0].kind, "device": p["device"], "type": p["type"], "servers": p["servers"],
+             "batch": p["batch"], "operators": [o.name for o in ops],
+             "executions": int(sum(len(res.stage_ms[j]) for j in p["members"]))}
+        if p["colocated"]:
+            d["engine"] = "colocated"
         if p["type"] == "delay":
             d["mean_in_flight"] = p["busy_ms"] / span_ms
             d["utilization"] = None
@@ -129,7 +137,7 @@ def summarize(m: sim_model.SimModel, res: simulator.SimResult, source: dict, win
             d["mean_batch"] = p["items"] / p["batches"]
         if p["type"] == "decode" and p["busy_ms"] > 0:
             d["mean_batch"] = p["occupancy_ms"] / p["busy_ms"]
-        pools[op.name] = d
+        pools[p["name"]] = d
     out["pools"] = pools
     # tokens per second over the arrival window, counted for finished requests
     ptok = gtok = 0.0

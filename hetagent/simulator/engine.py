@@ -33,7 +33,7 @@ class SimResult:
     arrivals_ms: np.ndarray
     done_ms: np.ndarray              # NaN: not finished by the horizon
     stage_ms: list                   # per operator: durations (ready -> done, queueing included)
-    pools: list                      # per operator: dict of pool statistics
+    pools: list                      # per pool: dict of pool statistics (members: operator indices)
     masks: np.ndarray                # per request and operator: ran
     loop_counts: dict
     branch_arms: dict
@@ -50,12 +50,14 @@ class SimResult:
 
 
 class _Rep:
-    """One continuous-batching decode replica (fluid token clock V)."""
-    __slots__ = ("V", "busy", "ctx", "h", "j", "n", "occ", "step", "tl", "ver")
+    """One continuous-batching decode replica (fluid token clock V). On a co-located engine `extra` is
+    the time the prefill in progress adds to each step."""
+    __slots__ = ("V", "busy", "ctx", "extra", "h", "k", "n", "occ", "prefilling", "step", "tl", "ver")
 
-    def __init__(self, j):
-        self.j, self.n, self.V, self.tl, self.step = j, 0, 0.0, 0.0, 1.0
+    def __init__(self, k):
+        self.k, self.n, self.V, self.tl, self.step = k, 0, 0.0, 0.0, 1.0
         self.h, self.ctx, self.ver, self.busy, self.occ = [], 0.0, 0, 0.0, 0.0
+        self.extra, self.prefilling = 0.0, False
 
 
 def _lognormal(rng, mean, cv, n):
@@ -100,6 +102,8 @@ def run(model: SimModel, arrivals_s, rng: np.random.Generator, *, prompt_tokens=
     n = len(arr_np)
     M = len(model.ops)
     stations = model.stations
+    pools = model.pools
+    P = len(pools)
     masks, counts, arms = active_masks(model, n, rng)
     # ---- distinct patterns
     if n:
@@ -116,18 +120,24 @@ def run(model: SimModel, arrivals_s, rng: np.random.Generator, *, prompt_tokens=
     if prompt_tokens is not None and main["name"] is not None:
         prompt = np.asarray(prompt_tokens, dtype=float)
         output = np.asarray(output_tokens, dtype=float)
-    # ---- per-station runtime state
-    stype = [_TYPES[s.type] for s in stations]
-    cap = [s.servers for s in stations]
-    bmax = [s.batch for s in stations]
-    busy = [0] * M
-    queues = [deque() for _ in range(M)]
-    busy_ms = [0.0] * M
-    wait_sum = [0.0] * M
-    waits = [0] * M
-    maxq = [0] * M
-    nbatch = [0] * M
-    nitems = [0] * M
+    # ---- per-pool runtime state (operators of one pool share servers, queues and replicas)
+    pool_of = [s.pool for s in stations]
+    ptype = [_TYPES[p.type] for p in pools]
+    cap = [p.servers for p in pools]
+    bmax = [p.batch for p in pools]
+    busy = [0] * P
+    queues = [deque() for _ in range(P)]
+    prefills = [deque() for _ in range(P)]       # co-located engines: prompts waiting for a replica
+    busy_ms = [0.0] * P
+    wait_sum = [0.0] * P
+    waits = [0] * P
+    maxq = [0] * P
+    nbatch = [0] * P
+    nitems = [0] * P
+    # a decode pool's steps are priced by one of its decode operators at the replica's mean context
+    step_op = [next((j for j in p.members if stations[j].type == "decode"), p.members[0]) for p in pools]
+    is_prefill = [s.phase == "prefill" for s in stations]
+    # ---- per-operator service
     svc_list = [None] * M          # per request service times (lognormal tools, variable sizes)
     fixed = [s.fixed_ms if s.fixed_ms is not None else 0.0 for s in stations]
     tok = [None] * M               # per request tokens for batch/decode stations of the main call
@@ -148,7 +158,7 @@ def run(model: SimModel, arrivals_s, rng: np.random.Generator, *, prompt_tokens=
                 svc_list[j] = [s.service(1, p) for p in pl] if s.fixed_ms else None
             elif s.variable == "remote":
                 svc_list[j] = [s.service(1, o) for o in ol]
-    reps = [[_Rep(j) for _ in range(s.servers)] if s.type == "decode" else None for j, s in enumerate(stations)]
+    reps = [[_Rep(k) for _ in range(p.servers)] if p.type == "decode" else None for k, p in enumerate(pools)]
     nom_out = [max(1, s.nominal_output) for s in stations]
     nom_ctx = [s.nominal_prompt + s.nominal_output / 2.0 for s in stations]
     stage = [[] for _ in range(M)]
@@ -184,41 +194,47 @@ def run(model: SimModel, arrivals_s, rng: np.random.Generator, *, prompt_tokens=
 
     def dispatch(rid, j, t):
         nonlocal seq
-        ty = stype[j]
+        k = pool_of[j]
+        ty = ptype[k]
         if ty == MULTI:
-            if busy[j] < cap[j]:
-                busy[j] += 1
+            if busy[k] < cap[k]:
+                busy[k] += 1
                 sl = svc_list[j]
                 s = sl[rid] if sl is not None else fixed[j]
-                busy_ms[j] += s
-                waits[j] += 1
+                busy_ms[k] += s
+                waits[k] += 1
                 seq += 1
                 heappush(heap, (t + s, seq, 5, rid, j))
             else:
-                q = queues[j]
-                q.append((rid, t))
-                maxq[j] = max(maxq[j], len(q))
+                q = queues[k]
+                q.append((rid, j, t))
+                maxq[k] = max(maxq[k], len(q))
         elif ty == BATCH:
-            q = queues[j]
-            q.append((rid, t))
-            if busy[j] < cap[j]:
-                start_batch(j, t)
-            elif len(q) > maxq[j]:
-                maxq[j] = len(q)
+            q = queues[k]
+            q.append((rid, j, t))
+            if busy[k] < cap[k]:
+                start_batch(k, t)
+            elif len(q) > maxq[k]:
+                maxq[k] = len(q)
         elif ty == DECODE:
+            if is_prefill[j]:
+                prefills[k].append((rid, j, t))
+                maxq[k] = max(maxq[k], len(prefills[k]))
+                start_prefill(k, t)
+                return
             best = None
-            for rep in reps[j]:
-                if rep.n < bmax[j] and (best is None or rep.n < best.n):
+            for rep in reps[k]:
+                if rep.n < bmax[k] and (best is None or rep.n < best.n):
                     best = rep
                     if rep.n == 0:
                         break
             if best is None:
-                q = queues[j]
-                q.append((rid, t))
-                maxq[j] = max(maxq[j], len(q))
+                q = queues[k]
+                q.append((rid, j, t))
+                maxq[k] = max(maxq[k], len(q))
             else:
-                waits[j] += 1
-                join(best, rid, t)
+                waits[k] += 1
+                join(best, rid, j, t)
                 resched(best, t)
         else:   # DELAY
             sl = svc_list[j]
@@ -226,48 +242,59 @@ def run(model: SimModel, arrivals_s, rng: np.random.Generator, *, prompt_tokens=
             if s <= 0.0:
                 finish(rid, j, t)
             else:
-                busy_ms[j] += s
+                busy_ms[k] += s
                 seq += 1
                 heappush(heap, (t + s, seq, 1, rid, j))
 
-    def start_batch(j, t):
-        nonlocal seq
-        q = queues[j]
-        b = bmax[j]
-        tk = tok[j]
-        while q and busy[j] < cap[j]:
-            k = min(b, len(q))
-            items = [q.popleft() for _ in range(k)]
-            busy[j] += 1
-            if tk is not None:
-                s = service[j](k, sum(tk[i] for i, _ in items) / k)
+    def take(q, b):
+        """Up to b queued items of the head's operator (one operator per batch)."""
+        j0 = q[0][1]
+        items, rest = [], deque()
+        while q:
+            it = q.popleft()
+            if it[1] == j0 and len(items) < b:
+                items.append(it)
             else:
-                s = service[j](k)
-            busy_ms[j] += s
-            nbatch[j] += 1
-            nitems[j] += k
-            waits[j] += k
-            for _, te in items:
-                wait_sum[j] += t - te
-            seq += 1
-            heappush(heap, (t + s, seq, 2, j, items))
+                rest.append(it)
+        q.extend(rest)
+        return j0, items
 
-    def join(rep, rid, t):
+    def start_batch(k, t):
         nonlocal seq
-        j = rep.j
+        q = queues[k]
+        while q and busy[k] < cap[k]:
+            j, items = take(q, bmax[k])
+            kk = len(items)
+            busy[k] += 1
+            tk = tok[j]
+            s = service[j](kk, sum(tk[i] for i, _, _ in items) / kk) if tk is not None else service[j](kk)
+            busy_ms[k] += s
+            nbatch[k] += 1
+            nitems[k] += kk
+            waits[k] += kk
+            for _, _, te in items:
+                wait_sum[k] += t - te
+            seq += 1
+            heappush(heap, (t + s, seq, 2, k, (j, items)))
+
+    def advance(rep, t):
         if rep.n:
             dt = t - rep.tl
             rep.V += dt / rep.step
             rep.busy += dt
             rep.occ += dt * rep.n
         rep.tl = t
+
+    def join(rep, rid, j, t):
+        nonlocal seq
+        advance(rep, t)
         tk = tok[j]
         if tk is not None:
             o, c = outs[j][rid], tk[rid]
         else:
             o, c = nom_out[j], nom_ctx[j]
         seq += 1
-        heappush(rep.h, (rep.V + o, seq, rid, c))
+        heappush(rep.h, (rep.V + o, seq, rid, c, j))
         rep.n += 1
         rep.ctx += c
 
@@ -275,12 +302,40 @@ def run(model: SimModel, arrivals_s, rng: np.random.Generator, *, prompt_tokens=
         nonlocal seq
         if rep.n == 0:
             return
-        j = rep.j
-        rep.step = service[j](rep.n, rep.ctx / rep.n) if tok[j] is not None else service[j](rep.n)
+        k = rep.k
+        rep.step = service[step_op[k]](rep.n, rep.ctx / rep.n) + rep.extra
         rep.ver += 1
         dv = rep.h[0][0] - rep.V
         seq += 1
         heappush(heap, (t + (dv * rep.step if dv > 0 else 0.0), seq, 3, rep, rep.ver))
+
+    def start_prefill(k, t):
+        """Co-located engine: a replica with no prefill in progress takes the queued prompts of one
+        operator as one chunk; its decode steps last that much longer until the chunk is done."""
+        nonlocal seq
+        q = prefills[k]
+        while q:
+            free = [r for r in reps[k] if not r.prefilling]
+            if not free:
+                return
+            rep = min(free, key=lambda r: r.n)
+            j, items = take(q, bmax[k])
+            kk = len(items)
+            tk = tok[j]
+            s = service[j](kk, sum(tk[i] for i, _, _ in items) / kk) if tk is not None else service[j](kk)
+            advance(rep, t)
+            base = service[step_op[k]](rep.n, rep.ctx / rep.n) if rep.n else 0.0
+            rep.prefilling, rep.extra = True, s
+            resched(rep, t)
+            if not rep.n:
+                busy_ms[k] += s
+            nbatch[k] += 1
+            nitems[k] += kk
+            waits[k] += kk
+            for _, _, te in items:
+                wait_sum[k] += t - te
+            seq += 1
+            heappush(heap, (t + s + base, seq, 6, rep, (j, items)))
 
     ai = 0
     events = 0
@@ -313,53 +368,60 @@ def run(model: SimModel, arrivals_s, rng: np.random.Generator, *, prompt_tokens=
         events += 1
         end = t
         if code == 5:                      # multi-server completion
-            busy[b] -= 1
+            k = pool_of[b]
+            busy[k] -= 1
             finish(a, b, t)
-            q = queues[b]
-            if q and busy[b] < cap[b]:
-                rid, te = q.popleft()
-                wait_sum[b] += t - te
-                dispatch(rid, b, t)
+            q = queues[k]
+            if q and busy[k] < cap[k]:
+                rid, j, te = q.popleft()
+                wait_sum[k] += t - te
+                dispatch(rid, j, t)
         elif code == 2:                    # batch completion
             busy[a] -= 1
-            for rid, _ in b:
-                finish(rid, a, t)
+            j, items = b
+            for rid, _, _ in items:
+                finish(rid, j, t)
             if queues[a]:
                 start_batch(a, t)
         elif code == 3:                    # decode replica: the next sequence(s) finish
             rep = a
             if b != rep.ver:
                 continue
-            dt = t - rep.tl
-            rep.V += dt / rep.step
-            rep.busy += dt
-            rep.occ += dt * rep.n
-            rep.tl = t
+            advance(rep, t)
             h = rep.h
-            j = rep.j
+            k = rep.k
             fin = []
             while h and h[0][0] <= rep.V + 1e-6:
-                _, _, rid, c = heappop(h)
+                _, _, rid, c, j = heappop(h)
                 rep.n -= 1
                 rep.ctx -= c
-                fin.append(rid)
+                fin.append((rid, j))
             if rep.n == 0:
                 rep.ctx = 0.0
-            q = queues[j]
-            while q and rep.n < bmax[j]:
-                rid, te = q.popleft()
-                wait_sum[j] += t - te
-                waits[j] += 1
-                join(rep, rid, t)
+            q = queues[k]
+            while q and rep.n < bmax[k]:
+                rid, j, te = q.popleft()
+                wait_sum[k] += t - te
+                waits[k] += 1
+                join(rep, rid, j, t)
             resched(rep, t)
-            for rid in fin:
+            for rid, j in fin:
                 finish(rid, j, t)
+        elif code == 6:                    # co-located engine: a prefill chunk is done
+            rep = a
+            j, items = b
+            advance(rep, t)
+            rep.prefilling, rep.extra = False, 0.0
+            resched(rep, t)
+            for rid, _, _ in items:
+                finish(rid, j, t)
+            start_prefill(rep.k, t)
         elif code == 1:                    # delay
             finish(a, b, t)
         else:                              # 4: ready after a transfer
             dispatch(a, b, t)
     end = max(end, arr[-1] if arr else 0.0)
-    for j, rs in enumerate(reps):          # close the books of the decode replicas
+    for k, rs in enumerate(reps):          # close the books of the decode replicas
         if rs is None:
             continue
         for rep in rs:
@@ -367,15 +429,16 @@ def run(model: SimModel, arrivals_s, rng: np.random.Generator, *, prompt_tokens=
                 dt = end - rep.tl
                 rep.busy += dt
                 rep.occ += dt * rep.n
-            busy_ms[j] += rep.busy
-    pools = []
-    for j, s in enumerate(stations):
-        d = {"type": s.type, "device": s.placement["device"], "servers": s.servers, "batch": s.batch,
-             "busy_ms": busy_ms[j], "wait_ms_total": wait_sum[j], "started": waits[j], "max_queue": maxq[j]}
-        if s.type == "batch":
-            d["batches"], d["items"] = nbatch[j], nitems[j]
-        if s.type == "decode":
-            d["occupancy_ms"] = sum(r.occ for r in reps[j])
-        pools.append(d)
-    return SimResult(arr_np, np.asarray(done, dtype=float), stage, pools, masks, counts, arms, prompt, output,
-                     end, time.perf_counter() - wall0, events)
+            busy_ms[k] += rep.busy
+    out_pools = []
+    for k, p in enumerate(pools):
+        d = {"name": p.name, "type": p.type, "device": p.device, "servers": p.servers, "batch": p.batch,
+             "busy_ms": busy_ms[k], "wait_ms_total": wait_sum[k], "started": waits[k], "max_queue": maxq[k],
+             "members": list(p.members), "colocated": p.colocated}
+        if p.type == "batch" or p.colocated:
+            d["batches"], d["items"] = nbatch[k], nitems[k]
+        if p.type == "decode":
+            d["occupancy_ms"] = sum(r.occ for r in reps[k])
+        out_pools.append(d)
+    return SimResult(arr_np, np.asarray(done, dtype=float), stage, out_pools, masks, counts, arms, prompt,
+                     output, end, time.perf_counter() - wall0, events)

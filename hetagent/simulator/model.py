@@ -1,22 +1,28 @@
-"""What the simulator executes: plan.json turned into stations (one per placed operator), a DAG with
-guards (loop copies, branch arms) and precomputed service times. See docs/simulator.md.
+"""What the simulator executes: plan.json turned into a station per operator (its service times), the
+serving pools those stations share (servers, queues, batches), a DAG with guards (loop copies, branch
+arms). See docs/simulator.md.
 
-Stations (one per operator of the plan, `replicas` from the plan):
-- `delay`   infinite servers: llm.kv_transfer (link time between the prefill's and the decode's device,
-            0 on one device kind), llm.remote (network latency + ms per output token).
+A pool is one entry of the plan's `pools` (the two entries of a co-located engine are one pool): every
+operator mapped to it queues for the same servers, as every call to a model reaches one deployment.
+Pool types, from the operators' kinds:
+- `delay`   infinite servers, one per operator: llm.kv_transfer (link time between the prefill's and the
+            decode's device, 0 on one device kind), llm.remote (network latency + ms per output token).
 - `multi`   c parallel servers, one execution each, FIFO: tool.lookup (c = replicas x TOOL_CONCURRENCY,
             lognormal latency), the other CPU-only kinds (c = replicas x the CPU's cores; their
             throughput in the cost model is cores / latency).
-- `batch`   replicas x pp servers, each takes up to `batch` waiting executions at once (dynamic
-            batching: whatever is queued when a server frees up, no waiting for a full batch); a batch
-            of k takes the cost model's latency at batch k: llm.prefill, the MoE parts, speech, embed,
-            memory search and rerank.
-- `decode`  llm.decode: continuous batching, `replicas` replicas of batch x pp slots; all active
-            sequences advance one token per step, a step takes the cost model's time per token at the
-            current number of active sequences and their mean context; sequences join and leave between
-            steps (fluid: at any time).
-An operator the cost model cannot price (profile-only devices) keeps the plan's latency_ms at any batch,
-with replicas x batch servers.
+- `batch`   replicas x pp servers, each takes up to max_batch / pp waiting executions of one operator at
+            once (dynamic batching: whatever is queued when a server frees up, no waiting for a full
+            batch); a batch of k takes the cost model's latency at batch k: llm.prefill of a prefill pool,
+            the MoE parts, speech, embed, memory search and rerank.
+- `decode`  continuous batching, `replicas` replicas of max_batch slots; all active sequences advance one
+            token per step, a step takes the cost model's time per token at the current number of active
+            sequences and their mean context; sequences join and leave between steps (fluid). A
+            co-located engine also takes its model's prompts: a replica runs one prefill at a time (the
+            prompts of one operator queued at its start, as one chunk), during which its decode steps
+            last the prefill's time longer (chunked prefill), and the prompt is done after that step.
+An operator the cost model cannot price (profile-only devices) keeps the plan's latency_ms at any batch.
+A plan without `pools` (written before them) gets one pool per operator with the plan's replicas and
+batch, and its service times anchored to the plan's latencies.
 """
 from __future__ import annotations
 
@@ -51,6 +57,8 @@ class Station:
     nominal_output: int = 0
     scale: float = 1.0            # plan latency_ms / the cost model's at the plan's option
     factor: float = 1.0           # calibration to measured stage times (calibrate())
+    pool: int = -1                # index of its SimPool
+    phase: str = ""               # "prefill" for a prompt on a co-located engine
     _memo: dict = field(default_factory=dict)
 
     @property
@@ -69,6 +77,18 @@ class Station:
 
 def _bucket(x: float) -> int:
     return max(1, round(math.log(max(x, 1.0)) / math.log(CTX_BUCKET)))
+
+
+@dataclass
+class SimPool:
+    index: int
+    name: str
+    type: str                     # delay | multi | batch | decode
+    servers: int                  # multi: c; batch: replicas x pp; decode: replicas
+    batch: int                    # batch: the largest batch of one operator; decode: slots per replica
+    device: str
+    members: list                 # operator indices
+    colocated: bool = False       # decode pool that also runs its model's prefills
 
 
 @dataclass
@@ -94,6 +114,7 @@ class SimModel:
     per_hour: float
     transfer: object = None
     devices: dict = field(default_factory=dict)
+    pools: list = field(default_factory=list)     # SimPool per pool; stations[j].pool indexes it
     _edge_memo: dict = field(default_factory=dict)
 
     def transfer_ms(self, p: int, q: int) -> float:
@@ -318,12 +339,14 @@ def build(plan, workflow: str | None = None) -> SimModel:
     op_switch = [sw["arms"].get(op.name, []) for op in ops]
     guards = Guards(loops, sw["probs"], op_loops, op_switch)
     main = _main_llm(ops)
+    pooled = bool(d.get("pools"))
     stations = []
     for i, (op, p) in enumerate(zip(ops, placements)):
-        stations.append(_station(i, op, p, devices, profiles, om, ops, preds, placements))
+        stations.append(_station(i, op, p, devices, profiles, om, ops, preds, placements, anchored=not pooled))
     for part in ("prefill", "decode", "kv", "remote"):
         for i in main[part]:
             stations[i].variable = part
+    pools = _pools(d.get("pools") or [], stations)
     sla = inputs.get("sla_ms") if inputs.get("sla_ms") is not None else graph.sla_ms
     rate = inputs.get("rate") if inputs.get("rate") is not None else graph.rate_rps
     if qualified and inputs.get("rate") is None:
@@ -331,10 +354,55 @@ def build(plan, workflow: str | None = None) -> SimModel:
     transfer = _transfer_fn(devices, profiles) if devices or profiles else None
     return SimModel(graph.workflow, ops, stations, preds, {}, guards, main, sla,
                     float(graph.sla_percentile or 95.0), float(rate or 1.0),
-                    float((d.get("tco") or {}).get("per_hour") or 0.0), transfer, devices)
+                    float((d.get("tco") or {}).get("per_hour") or 0.0), transfer, devices, pools)
 
 
-def _station(i, op, p, devices, profiles, om, ops, preds, placements) -> Station:
+def _pools(entries: list, stations: list) -> list:
+    """The SimPools: one per engine of the plan's `pools` (a co-located engine's two entries are one),
+    else one per operator (plans written before pools)."""
+    by_id = {e["id"]: e for e in entries}
+    engine_of = {e["id"]: e.get("engine_id") or e["id"] for e in entries}
+    out: list = []
+    index: dict = {}
+    for st in stations:
+        pid = st.placement.get("pool")
+        e = by_id.get(pid) if pid is not None else None
+        if e is None or st.type == "delay":          # its own pool, as the placement says
+            st.pool = len(out)
+            out.append(SimPool(st.pool, st.name, st.type, st.servers, st.batch, st.placement["device"], [st.index]))
+            continue
+        key = engine_of[pid]
+        if key not in index:
+            pool = SimPool(len(out), key, st.type, st.servers, st.batch, e["device"], [])
+            replicas = max(1, int(e.get("replicas") or 1))
+            pp = max(1, int(e.get("pp") or 1))
+            max_batch = max(1, int(e.get("max_batch") or 1))
+            if st.type == "batch":
+                pool.servers, pool.batch = replicas * pp, max(1, max_batch // pp)
+            elif st.type == "decode":
+                pool.servers, pool.batch = replicas, max_batch
+            pool.colocated = e.get("engine") == "colocated"
+            index[key] = pool
+            out.append(pool)
+        pool = index[key]
+        st.pool = pool.index
+        pool.members.append(st.index)
+        if pool.colocated and st.op.kind != "llm.decode" and st.type == "batch":
+            st.phase = "prefill"
+            pool.type = "decode"
+        elif pool.colocated:
+            pool.type = "decode"
+    for pool in out:         # a co-located engine's servers and slots are its decode side's
+        if pool.colocated:
+            dec = next((e for e in entries if (e.get("engine_id") or e["id"]) == pool.name
+                        and e.get("kind") != "llm.prefill"), None)
+            if dec is not None:
+                pool.servers = max(1, int(dec.get("replicas") or 1))
+                pool.batch = max(1, int(dec.get("max_batch") or 1))
+    return out
+
+
+def _station(i, op, p, devices, profiles, om, ops, preds, placements, anchored: bool = True) -> Station:
     from hetagent.costmodel.types import DeviceOption
     kind = op.kind
     replicas = max(1, int(p.get("replicas") or 1))
@@ -380,7 +448,7 @@ def _station(i, op, p, devices, profiles, om, ops, preds, placements) -> Station
     # model gives only the shape (batch size, context), so a plan keeps simulating the same after the
     # cost model or its calibration changes
     planned = float(p.get("latency_ms") or 0.0)
-    scale = planned / base.latency_ms if planned > 0 and base.latency_ms > 0 else 1.0
+    scale = planned / base.latency_ms if anchored and planned > 0 and base.latency_ms > 0 else 1.0
     st.scale = scale
     if kind in om.CPU_ONLY_KINDS:
         st.type = "multi"

@@ -1,0 +1,378 @@
+"""Serving engines under load: what r replicas of one engine configuration deliver for the operators
+mapped to them (docs/costmodel.md, "Serving pools").
+
+    load = engine_load(members, engine, replicas, pp=1, cpu=False)   # a PoolLoad, or a str: why not
+    loads = replica_candidates(members, engine, pp=1)                  # [PoolLoad] worth choosing among
+
+A member is one operator the pool serves, with its offered load (executions per second, summed over
+requests) and its cost curve on the engine's configuration: {micro-batch: OpCost} from the cost table.
+Four engine kinds (`ENGINES`):
+  single     one engine runs every member (speech, embeddings, tools, ...), batching what is in flight;
+  prefill    an LLM's prefill pool, disaggregated from its decode pool (the KV cache moves between them);
+  decode     an LLM's decode pool, continuous batching;
+  colocated  prefill and decode of one model on one engine: decode steps carry chunks of the waiting
+             prompts (chunked prefill), so decode is slowed by the share of time spent on prefill.
+
+Batches are what the load fills (Little's law). Per replica, the mean number of requests in the engine
+n solves  n = sum_i (load_i / r) x T_i(n / pp),  T_i(m) being member i's time at micro-batch m (pp
+micro-batches are in flight on a pp-stage pipeline). For a memory-bound decode step that barely grows
+with m this gives n close to load x time; for a compute-bound engine (time linear in m plus a fixed
+part) it reproduces the processor-sharing queue, n = rho / (1 - rho): the waiting of batched service
+is inside the fixed point. The batch is ceil(n), and the latency is read at that batch. Beyond the
+engine's slots (`max_batch` per replica) requests wait in a FIFO queue: Erlang C over all slots of the
+pool, with the mean service time. A colocated engine first spends rho_p = sum_prefill load_i x
+T_i(1) / (r x pp) of its time on prompts; its decode steps take 1 / (1 - rho_p) longer, and a prompt
+waits for the step it joins.
+
+CPUs are time-shared rather than owned: on a CPU device the pool's device use is its busy share
+(load x time / parallel executions per device), its batch is 1 per execution, and the wait is Erlang C
+over the executions the devices it occupies can run at once.
+Profiled operators (measured profiles, the paper's Table 3) keep their latencies as given: one request at
+a time, no queueing, no batching.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+ENGINES = ("colocated", "prefill", "decode", "single")
+MAX_PREFILL_SHARE = 0.9     # a colocated engine busier than this with prompts cannot keep decoding
+MAX_REPLICA_CANDIDATES = 12  # replica counts offered to the planner per engine configuration
+GAIN_TO_KEEP = 0.01         # a larger replica count is offered while it cuts some latency by this much
+DENSE_STEPS = 4             # replica counts right above the smallest feasible one are all offered
+
+
+@dataclass(frozen=True)
+class Member:
+    key: object             # the caller's id of the operator, e.g. (graph index, operator name)
+    op: object              # hetagent.ir.opgraph.Operator
+    load_rps: float         # executions per second offered to the pool
+    phase: str              # prefill | decode | other
+    curve: tuple            # ((micro-batch, OpCost), ...) on the engine's configuration, ascending
+
+
+@dataclass
+class PoolLoad:
+    engine: str                     # one of ENGINES
+    replicas: int                   # integer replicas (CPUs: one per device the pool keeps busy)
+    batch: int                      # requests in flight per replica, rounded up (>= 1)
+    concurrency: float              # the same before rounding
+    max_batch: int                  # slots per replica: the largest micro-batch that fits x pp
+    latency_ms: dict                # member key -> mean time in the pool (queueing + service)
+    service_ms: dict                # member key -> service time at the batch
+    wait_ms: float                  # mean FIFO wait for a slot (Erlang C)
+    tbt_ms: float | None            # decode: one step at the batch, every sequence at its longest context
+    utilization: float              # busy share of the replicas
+    memory_gb: float                # per device of one replica, at max_batch
+    devices: float                  # devices held: replicas x tp x pp, or the busy share on CPUs
+    price_per_hour: float           # per-execution charges (hosted APIs, per-token profiles) at the load
+    costs: dict = field(default_factory=dict)   # member key -> OpCost at the batch
+
+
+# ----------------------------------------------------------------------------------------- helpers
+def at_batch(curve, m: float):
+    """(latency ms, OpCost of the grid point at or above m) at micro-batch m >= 1, interpolated linearly
+    between the cost table's batches; None beyond the largest batch that fits. A kind the cost model does
+    not batch (one point, batch 1) runs a batch of m one after another: m x its time."""
+    m = max(1.0, float(m))
+    if len(curve) == 1 and curve[0][0] == 1:
+        return curve[0][1].latency_ms * m, curve[0][1]
+    prev = None
+    for b, c in curve:
+        if b >= m - 1e-9:
+            if prev is None or b == m:
+                return c.latency_ms, c
+            b0, c0 = prev
+            w = (m - b0) / (b - b0)
+            return c0.latency_ms + w * (c.latency_ms - c0.latency_ms), c
+        prev = (b, c)
+    return None
+
+
+def erlang_c(c: int, a: float) -> float:
+    """Probability that an arrival waits in an M/M/c queue with offered load a (Erlang C)."""
+    if a <= 0:
+        return 0.0
+    if a >= c:
+        return 1.0
+    b = 1.0                                  # Erlang B by its stable recursion
+    for k in range(1, c + 1):
+        b = a * b / (k + a * b)
+        if b < 1e-12 and k > a:              # the tail no longer matters
+            return 0.0
+    return c * b / (c - a * (1.0 - b))
+
+
+def fifo_wait_ms(slots: int, in_flight: float, service_ms: float) -> float:
+    """Mean wait for one of `slots` when `in_flight` requests are in service on average."""
+    if in_flight >= slots:
+        return math.inf
+    return erlang_c(slots, in_flight) * service_ms / (slots - in_flight)
+
+
+def _solve(f, start: float, limit: float):
+    """The smallest n >= start with n = f(n), f increasing; None if n passes `limit` (overloaded)."""
+    n = start
+    for _ in range(500):
+        if n > limit or not math.isfinite(n):
+            return None
+        nxt = f(n)
+        if nxt is None:
+            return None
+        if abs(nxt - n) <= 1e-6 * max(1.0, n):
+            return nxt
+        n = nxt
+    return n if n <= limit else None
+
+
+def _slots(members) -> int:
+    """Largest micro-batch every batched member has a cost for (the cost table keeps only batches that
+    fit); members the cost model does not batch do not limit it."""
+    batched = [m.curve[-1][0] for m in members if len(m.curve) > 1]
+    return min(batched) if batched else 1
+
+
+def _worst_step_ms(member, c, m: float) -> float:
+    """One decode step at micro-batch m with every sequence at its longest context (prompt + all output).
+    The roofline's attention reads the context linearly, so the step at the mean context (what the
+    cost table holds) is corrected by the attention share; without a breakdown (CPU lines) the mean step."""
+    out = max(1.0, float(member.op.attrs.get("output_tokens", 1) or 1))
+    lat = at_batch(member.curve, m)[0]
+    step = lat / out
+    attn = (c.detail.get("parts_ms") or {}).get("attention")
+    if attn is None:
+        return float(c.detail.get("tbt_ms") or step) * step / max(c.latency_ms / out, 1e-12)
+    prompt = float(member.op.attrs.get("prompt_tokens", 0) or 0)
+    mean_ctx, worst_ctx = prompt + out / 2.0 + 1.0, prompt + out + 1.0
+    return step + (attn / out) * (lat / c.latency_ms) * (worst_ctx / mean_ctx - 1.0)
+
+
+# ----------------------------------------------------------------------------------------- engines
+def engine_load(members, engine: str, replicas: int, *, pp: int = 1, tp: int = 1, cpu: bool = False):
+    """The PoolLoad of `replicas` replicas of one engine configuration serving `members`, or a string
+    saying why they cannot (overloaded, or a batch that does not fit)."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine '{engine}'; choices: {', '.join(ENGINES)}")
+    members = [m for m in members if m.curve]
+    if not members:
+        return "no member has a cost on this configuration"
+    if all(c.detail.get("profiled") for m in members for _, c in m.curve):
+        return _profiled(members, engine, replicas, pp, tp)
+    if cpu:
+        return _cpu(members, engine)
+    r = max(1, int(replicas))
+    if engine == "colocated":
+        return _colocated(members, r, pp, tp)
+    return _batched(members, engine, r, pp, tp)
+
+
+def _price(members) -> float:
+    return sum(3600.0 * m.load_rps * m.curve[0][1].price_per_execution for m in members)
+
+
+def _batched(members, engine, r, pp, tp):
+    mb_max = _slots(members)
+    slots = mb_max * pp
+
+    def f(n):
+        tot = 0.0
+        for m in members:
+            got = at_batch(m.curve, n / pp)
+            if got is None:
+                return None
+            tot += m.load_rps / r * got[0] / 1e3
+        return tot
+
+    n0 = sum(m.load_rps / r * m.curve[0][1].latency_ms / 1e3 for m in members)
+    n = _solve(f, n0, slots * 0.999)
+    if n is None:
+        return (f"{r} replica(s) cannot carry the load: more than {slots} requests would be in flight "
+                f"per replica")
+    batch = max(1, math.ceil(n - 1e-9))
+    mb = max(1.0, batch / pp)
+    lat, svc, costs, tbt = {}, {}, {}, None
+    busy = 0.0
+    mean_svc = 0.0
+    total = sum(m.load_rps for m in members) or 1.0
+    for m in members:
+        got = at_batch(m.curve, mb)
+        if got is None:        # rounding up stepped past the largest batch: read at the fixed point
+            got = at_batch(m.curve, n / pp)
+        t, c = got
+        svc[m.key], costs[m.key] = t, c
+        mean_svc += m.load_rps / total * t
+        busy += m.load_rps / r * t / 1e3 / max(mb * pp, 1.0)
+        if m.phase == "decode":
+            w = _worst_step_ms(m, c, mb)
+            tbt = w if tbt is None else max(tbt, w)
+    wait = fifo_wait_ms(r * slots, r * n, mean_svc)
+    if not math.isfinite(wait):
+        return f"{r} replica(s) are saturated"
+    for m in members:
+        lat[m.key] = svc[m.key] + wait
+    mem = max(m.curve[-1][1].memory_gb for m in members)
+    return PoolLoad(engine, r, batch, n, slots, lat, svc, wait, tbt, min(1.0, busy), mem, float(r * tp * pp),
+                    _price(members), costs)
+
+
+def _colocated(members, r, pp, tp):
+    pre = [m for m in members if m.phase == "prefill"]
+    dec = [m for m in members if m.phase != "prefill"]
+    if not pre or not dec:
+        return _batched(members, "single", r, pp, tp)
+    rho_p = sum(m.load_rps / r * m.curve[0][1].latency_ms / 1e3 for m in pre) / pp
+    if rho_p >= MAX_PREFILL_SHARE:
+        return (f"{r} replica(s) would spend {rho_p:.0%} of their time on prompts (at most "
+                f"{MAX_PREFILL_SHARE:.0%} leaves room to decode)")
+    stretch = 1.0 / (1.0 - rho_p)
+    mb_max = _slots(dec)
+    slots = mb_max * pp
+
+    def f(n):
+        tot = 0.0
+        for m in dec:
+            got = at_batch(m.curve, n / pp)
+            if got is None:
+                return None
+            tot += m.load_rps / r * got[0] * stretch / 1e3
+        return tot
+
+    n0 = sum(m.load_rps / r * m.curve[0][1].latency_ms * stretch / 1e3 for m in dec)
+    n = _solve(f, n0, slots * 0.999)
+    if n is None:
+        return f"{r} replica(s) cannot carry the decode load: more than {slots} sequences per replica"
+    batch = max(1, math.ceil(n - 1e-9))
+    mb = max(1.0, batch / pp)
+    lat, svc, costs = {}, {}, {}
+    step = tbt = 0.0
+    total = sum(m.load_rps for m in dec) or 1.0
+    mean_svc = 0.0
+    for m in dec:
+        got = at_batch(m.curve, mb) or at_batch(m.curve, n / pp)
+        t, c = got
+        out = max(1.0, float(m.op.attrs.get("output_tokens", 1) or 1))
+        svc[m.key], costs[m.key] = t * stretch, c
+        step = max(step, t / out * stretch)
+        tbt = max(tbt, _worst_step_ms(m, c, mb) * stretch)
+        mean_svc += m.load_rps / total * t * stretch
+    wait = fifo_wait_ms(r * slots, r * n, mean_svc)
+    if not math.isfinite(wait):
+        return f"{r} replica(s) are saturated"
+    for m in dec:
+        lat[m.key] = svc[m.key] + wait
+    for m in pre:       # the prompt shares the engine with other prompts, then joins a running step
+        t, c = m.curve[0][1].latency_ms, m.curve[0][1]
+        svc[m.key], costs[m.key] = t * stretch + step, c
+        lat[m.key] = svc[m.key] + wait
+    mem = max(m.curve[-1][1].memory_gb for m in dec)
+    busy = min(1.0, rho_p + (1.0 - rho_p) * (1.0 if n >= 0.5 else n / 0.5))
+    return PoolLoad("colocated", r, batch, n, slots, lat, svc, wait, tbt, busy, mem, float(r * tp * pp),
+                    _price(members), costs)
+
+
+def _cpu(members, engine):
+    """Time-shared CPU: devices = busy share; one execution at a time per slot of parallelism."""
+    share = 0.0
+    a = 0.0
+    parallel = math.inf
+    costs, svc = {}, {}
+    for m in members:
+        c = m.curve[0][1]
+        share += m.load_rps / c.throughput_rps if c.throughput_rps > 0 else 0.0
+        a += m.load_rps * c.latency_ms / 1e3
+        parallel = min(parallel, max(1.0, c.throughput_rps * c.latency_ms / 1e3 / m.curve[0][0]))
+        costs[m.key], svc[m.key] = c, c.latency_ms
+    servers = max(1, math.floor(parallel * max(1, math.ceil(share - 1e-9)) + 1e-9))
+    total = sum(m.load_rps for m in members) or 1.0
+    mean_svc = sum(m.load_rps / total * svc[m.key] for m in members)
+    wait = fifo_wait_ms(servers, a, mean_svc)
+    if not math.isfinite(wait):
+        return "the CPU executions cannot keep up"
+    lat = {m.key: svc[m.key] + wait for m in members}
+    tbt = None
+    for m in members:
+        if m.phase == "decode":
+            w = _worst_step_ms(m, m.curve[0][1], 1)
+            tbt = w if tbt is None else max(tbt, w)
+    mem = max(c.memory_gb for c in costs.values())
+    replicas = max(1, math.ceil(share - 1e-9))       # processes: one per CPU device it keeps busy
+    return PoolLoad(engine, replicas, 1, a, 1, lat, svc, wait, tbt, min(1.0, a / servers), mem,
+                    max(share, 1e-6), _price(members), costs)
+
+
+def _profiled(members, engine, replicas, pp, tp):
+    """Measured profiles: the given latency, one request at a time; replicas from the given throughput."""
+    need = 1
+    lat, costs = {}, {}
+    for m in members:
+        c = m.curve[0][1]
+        lat[m.key], costs[m.key] = c.latency_ms, c
+        if c.throughput_rps > 0:
+            need = max(need, math.ceil(m.load_rps / c.throughput_rps - 1e-9))
+    r = max(int(replicas), need)
+    tbt = None
+    for m in members:
+        if m.phase == "decode":
+            c = m.curve[0][1]
+            out = max(1.0, float(m.op.attrs.get("output_tokens", 1) or 1))
+            v = float(c.detail.get("tbt_ms") or c.latency_ms / out)
+            tbt = v if tbt is None else max(tbt, v)
+    mem = max(m.curve[0][1].memory_gb for m in members)
+    return PoolLoad(engine, r, 1, 0.0, 1, lat, dict(lat), 0.0, tbt, 0.0, mem, float(r * tp * pp),
+                    _price(members), costs)
+
+
+def replica_candidates(members, engine: str, *, pp: int = 1, tp: int = 1, cpu: bool = False,
+                       max_replicas: int = 100000) -> tuple[list[PoolLoad], str | None]:
+    """(PoolLoads worth offering to the planner, why none when empty). From the fewest replicas that
+    carry the load: the next DENSE_STEPS counts, then counts growing by a quarter while some member's
+    latency still falls by GAIN_TO_KEEP, at most MAX_REPLICA_CANDIDATES. CPUs and profiled operators
+    have one candidate (their device use is a share, or given)."""
+    def load(r):
+        return engine_load(members, engine, r, pp=pp, tp=tp, cpu=cpu)
+
+    first = load(1)
+    profiled = all(c.detail.get("profiled") for m in members for _, c in m.curve)
+    if cpu or profiled:
+        return ([first], None) if isinstance(first, PoolLoad) else ([], first)
+    lo, why = 1, first
+    if isinstance(first, str):           # the fewest replicas that carry the load: double, then bisect
+        hi = 2
+        while isinstance(got := load(hi), str):
+            why, lo, hi = got, hi, hi * 2
+            if hi > max_replicas:
+                return [], why
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if isinstance(load(mid), PoolLoad):
+                hi = mid
+            else:
+                lo = mid
+        lo = hi
+    out: list[PoolLoad] = []
+    r = lo
+    while len(out) < MAX_REPLICA_CANDIDATES and r <= max_replicas:
+        got = load(r)
+        if isinstance(got, PoolLoad):
+            if not out or _faster(got, out[-1]):
+                out.append(got)
+            elif r - lo >= DENSE_STEPS:
+                break
+            if got.concurrency <= 1.0 + 1e-9 and got.wait_ms <= 1e-9:
+                break            # one request per replica and no waiting: more replicas change nothing
+        r = r + 1 if r - lo < DENSE_STEPS else max(r + 1, math.ceil(r * 1.25))
+    return out, None
+
+
+def _faster(a: PoolLoad, b: PoolLoad) -> bool:
+    """a cuts some member's latency (or the TBT) by at least GAIN_TO_KEEP against b."""
+    for k, v in a.latency_ms.items():
+        if v < b.latency_ms[k] * (1.0 - GAIN_TO_KEEP):
+            return True
+    return a.tbt_ms is not None and b.tbt_ms is not None and a.tbt_ms < b.tbt_ms * (1.0 - GAIN_TO_KEEP)
+
+
+def default_kv_precision(device, precision: str) -> str:
+    """The KV cache's precision when none is given: the weights' if the device has a rate for it, else bf16."""
+    peaks = getattr(device, "peak_tflops", None) or {}
+    return precision if peaks.get(precision) else "bf16"
