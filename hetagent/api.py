@@ -185,8 +185,9 @@ def validate_plan(workflows, given=None, *, seed: int = 0, requests: int = VALID
         ("fleet", None), ("tco", "default"), ("catalog", None), ("profiles", None), ("precisions", None))))
     say = log or (lambda s: print(s, file=sys.stderr))
     head = {"sla_factor": 1.0, "rate_factor": 1.0}
-    current = given if given is not None else plan_planning(prepared, **kw)
-    base = current
+    # rounds solve without the homogeneous baselines (15 more solves); the final plan gets them
+    current = given if given is not None else plan_planning(prepared, **kw, with_baselines=False)
+    base, used = current, None          # used: the headroom `current` was planned with
     check = _simulated(current, seed, seeds, requests, duration_s, arrivals, arrival_params)
     rounds = [_round(current, check, None)]
     if check["sla_ms"] is None:
@@ -205,13 +206,14 @@ def validate_plan(workflows, given=None, *, seed: int = 0, requests: int = VALID
             f"headroom {what}")
         try:
             current = plan_planning(prepared, **kw, headroom=head, with_baselines=False)
+            used = dict(head)
         except PlacementError as e:
             say(f"validate: no plan with that headroom: {e}")
             break
         check = _simulated(current, seed, seeds, requests, duration_s, arrivals, arrival_params)
         rounds.append(_round(current, check, what))
-    if len(rounds) > 1 and current is not base:
-        current = plan_planning(prepared, **kw, headroom=head)      # the same plan, with its baselines
+    if given is None or current is not base:          # the same solve again, with its baselines
+        current = plan_planning(prepared, **kw, headroom=used)
     pr = current.predicted
     pr.update(p50_ms=check["p50"], p95_ms=check["p95"], p99_ms=check["p99"],
               percentile=check["percentile"],
@@ -223,7 +225,7 @@ def validate_plan(workflows, given=None, *, seed: int = 0, requests: int = VALID
     out = {"plan": current, "holds": bool(check["holds"]) if check["sla_ms"] else True, "rounds": rounds,
            "sla_ms": check["sla_ms"], "rate": check["rate"], "headroom_cost_per_hour": extra,
            "headroom_cost_fraction": extra / base.tco["per_hour"] if base.tco["per_hour"] else None,
-           "headroom": dict(head), "simulation": check["first"]}
+           "headroom": dict(used or {}), "simulation": check["first"]}
     current.validation = out
     return out
 
@@ -239,6 +241,8 @@ def _simulated(plan_, seed, seeds, requests, duration_s, arrivals, arrival_param
         window = duration_s if duration_s is not None else max(requests / max(m0.rate_rps, 1e-9), 1.0)
         runs, lat = [], []
         for k in range(seeds):
+            if runs and not runs[-1]["meets_sla"]:
+                break            # one failing run decides it; the others would only cost time
             sim = _simulate(plan_, duration_s=window, seed=seed + k, arrivals=arrivals,
                             model=m0 if k == 0 else sim_model.build(plan_, wf if len(plan_.workflows) > 1
                                                                         else None),

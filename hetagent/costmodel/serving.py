@@ -33,7 +33,11 @@ a time, no queueing, no batching.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.special import gammaincc
 
 ENGINES = ("colocated", "prefill", "decode", "single")
 MAX_PREFILL_SHARE = 0.9     # a colocated engine busier than this with prompts cannot keep decoding
@@ -77,29 +81,39 @@ def at_batch(curve, m: float):
     m = max(1.0, float(m))
     if len(curve) == 1 and curve[0][0] == 1:
         return curve[0][1].latency_ms * m, curve[0][1]
-    prev = None
-    for b, c in curve:
-        if b >= m - 1e-9:
-            if prev is None or b == m:
-                return c.latency_ms, c
-            b0, c0 = prev
-            w = (m - b0) / (b - b0)
-            return c0.latency_ms + w * (c.latency_ms - c0.latency_ms), c
-        prev = (b, c)
-    return None
+    batches = _batches(curve)
+    i = bisect_left(batches, m - 1e-9)
+    if i == len(curve):
+        return None
+    b, c = curve[i]
+    if i == 0 or b == m:
+        return c.latency_ms, c
+    b0, c0 = curve[i - 1]
+    return c0.latency_ms + (m - b0) / (b - b0) * (c.latency_ms - c0.latency_ms), c
+
+
+_BATCHES: dict = {}
+
+
+def _batches(curve) -> tuple:
+    """The curve's batch sizes (memoized by identity: curves are built once per configuration)."""
+    got = _BATCHES.get(id(curve))
+    if got is None or got[0] is not curve:
+        got = _BATCHES[id(curve)] = (curve, tuple(b for b, _ in curve))
+    return got[1]
 
 
 def erlang_c(c: int, a: float) -> float:
-    """Probability that an arrival waits in an M/M/c queue with offered load a (Erlang C)."""
+    """Probability that an arrival waits in an M/M/c queue with offered load a (Erlang C), from Erlang B
+    = Poisson(a) pmf(c) / cdf(c)."""
     if a <= 0:
         return 0.0
     if a >= c:
         return 1.0
-    b = 1.0                                  # Erlang B by its stable recursion
-    for k in range(1, c + 1):
-        b = a * b / (k + a * b)
-        if b < 1e-12 and k > a:              # the tail no longer matters
-            return 0.0
+    if c > a + 12.0 * math.sqrt(a) + 12.0:
+        return 0.0                           # more than 12 standard deviations of Poisson(a) away
+    cdf = float(gammaincc(c + 1, a))
+    b = math.exp(c * math.log(a) - a - math.lgamma(c + 1)) / cdf if cdf > 0 else 1.0
     return c * b / (c - a * (1.0 - b))
 
 
@@ -108,28 +122,6 @@ def fifo_wait_ms(slots: int, in_flight: float, service_ms: float) -> float:
     if in_flight >= slots:
         return math.inf
     return erlang_c(slots, in_flight) * service_ms / (slots - in_flight)
-
-
-def _solve(f, start: float, limit: float):
-    """The smallest n >= start with n = f(n), f increasing; None if n passes `limit` (overloaded)."""
-    n = start
-    for _ in range(500):
-        if n > limit or not math.isfinite(n):
-            return None
-        nxt = f(n)
-        if nxt is None:
-            return None
-        if abs(nxt - n) <= 1e-6 * max(1.0, n):
-            return nxt
-        n = nxt
-    return n if n <= limit else None
-
-
-def _slots(members) -> int:
-    """Largest micro-batch every batched member has a cost for (the cost table keeps only batches that
-    fit); members the cost model does not batch do not limit it."""
-    batched = [m.curve[-1][0] for m in members if len(m.curve) > 1]
-    return min(batched) if batched else 1
 
 
 def _worst_step_ms(member, c, m: float) -> float:
@@ -141,16 +133,51 @@ def _worst_step_ms(member, c, m: float) -> float:
     step = lat / out
     attn = (c.detail.get("parts_ms") or {}).get("attention")
     if attn is None:
-        return float(c.detail.get("tbt_ms") or step) * step / max(c.latency_ms / out, 1e-12)
+        return step
     prompt = float(member.op.attrs.get("prompt_tokens", 0) or 0)
     mean_ctx, worst_ctx = prompt + out / 2.0 + 1.0, prompt + out + 1.0
     return step + (attn / out) * (lat / c.latency_ms) * (worst_ctx / mean_ctx - 1.0)
 
 
 # ----------------------------------------------------------------------------------------- engines
-def engine_load(members, engine: str, replicas: int, *, pp: int = 1, tp: int = 1, cpu: bool = False):
+class Grid:
+    """Members' latencies on their common micro-batches, as arrays: the fixed point and the latencies at a
+    batch are then a few vector operations, whatever the replica count (replica_candidates builds one per
+    configuration and evaluates every replica count on it)."""
+
+    def __init__(self, members):
+        self.members = list(members)
+        batched = [m.curve[-1][0] for m in self.members if len(m.curve) > 1]
+        self.slots = min(batched) if batched else 1          # micro-batches every member can run
+        bs = sorted({b for m in self.members for b, _ in m.curve if b <= self.slots} | {1})
+        self.batches = np.array(bs, dtype=float)
+        self.lat_s = np.array([[at_batch(m.curve, b)[0] / 1e3 for b in bs] for m in self.members])
+        self.loads = np.array([m.load_rps for m in self.members])
+
+    def fixed_point(self, scale: float, pp: int) -> float | None:
+        """Smallest n with n = scale x sum_i load_i x T_i(n / pp) (requests in flight per replica), T read
+        at micro-batch max(1, n / pp) by linear interpolation; None when no n within the slots."""
+        f = scale * (self.loads @ self.lat_s)                   # f at each grid point's n = pp x batch
+        ns = pp * self.batches
+        if f[0] <= ns[0]:
+            return float(f[0])                                  # under one micro-batch: T(1) holds
+        below = np.nonzero(f <= ns)[0]
+        if not len(below):
+            return None
+        k = int(below[0])
+        slope = (f[k] - f[k - 1]) / (ns[k] - ns[k - 1])
+        return float((f[k - 1] - slope * ns[k - 1]) / (1.0 - slope))
+
+    def latency_ms(self, mb: float) -> np.ndarray:
+        """Each member's time at micro-batch mb (>= 1, within the grid), ms."""
+        return np.array([np.interp(mb, self.batches, row) for row in self.lat_s]) * 1e3
+
+
+def engine_load(members, engine: str, replicas: int, *, pp: int = 1, tp: int = 1, cpu: bool = False,
+                grid: Grid | None = None):
     """The PoolLoad of `replicas` replicas of one engine configuration serving `members`, or a string
-    saying why they cannot (overloaded, or a batch that does not fit)."""
+    saying why they cannot (overloaded, or a batch that does not fit). `grid`: the members' Grid, when
+    the caller evaluates several replica counts."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine '{engine}'; choices: {', '.join(ENGINES)}")
     members = [m for m in members if m.curve]
@@ -161,110 +188,89 @@ def engine_load(members, engine: str, replicas: int, *, pp: int = 1, tp: int = 1
     if cpu:
         return _cpu(members, engine)
     r = max(1, int(replicas))
-    if engine == "colocated":
-        return _colocated(members, r, pp, tp)
-    return _batched(members, engine, r, pp, tp)
+    if engine == "colocated" and any(m.phase == "prefill" for m in members) \
+            and any(m.phase != "prefill" for m in members):
+        return _colocated(members, r, pp, tp, grid)
+    return _batched(members, engine, r, pp, tp, grid)
 
 
 def _price(members) -> float:
     return sum(3600.0 * m.load_rps * m.curve[0][1].price_per_execution for m in members)
 
 
-def _batched(members, engine, r, pp, tp):
-    mb_max = _slots(members)
-    slots = mb_max * pp
+def _at(grid: Grid, n: float, pp: int):
+    """(batch, micro-batch, latencies ms) read at the rounded-up batch (at the fixed point when rounding
+    up steps past the largest micro-batch)."""
+    batch = max(1, math.ceil(n - 1e-9))
+    mb = max(1.0, batch / pp)
+    if mb > grid.batches[-1] + 1e-9:
+        mb = max(1.0, n / pp)
+    return batch, mb, grid.latency_ms(mb)
 
-    def f(n):
-        tot = 0.0
-        for m in members:
-            got = at_batch(m.curve, n / pp)
-            if got is None:
-                return None
-            tot += m.load_rps / r * got[0] / 1e3
-        return tot
 
-    n0 = sum(m.load_rps / r * m.curve[0][1].latency_ms / 1e3 for m in members)
-    n = _solve(f, n0, slots * 0.999)
+def _batched(members, engine, r, pp, tp, grid=None):
+    grid = grid if grid is not None else Grid(members)
+    slots = grid.slots * pp
+    n = grid.fixed_point(1.0 / r, pp)
     if n is None:
         return (f"{r} replica(s) cannot carry the load: more than {slots} requests would be in flight "
                 f"per replica")
-    batch = max(1, math.ceil(n - 1e-9))
-    mb = max(1.0, batch / pp)
+    batch, mb, lat_ms = _at(grid, n, pp)
     lat, svc, costs, tbt = {}, {}, {}, None
-    busy = 0.0
-    mean_svc = 0.0
-    total = sum(m.load_rps for m in members) or 1.0
-    for m in members:
-        got = at_batch(m.curve, mb)
-        if got is None:        # rounding up stepped past the largest batch: read at the fixed point
-            got = at_batch(m.curve, n / pp)
-        t, c = got
-        svc[m.key], costs[m.key] = t, c
-        mean_svc += m.load_rps / total * t
-        busy += m.load_rps / r * t / 1e3 / max(mb * pp, 1.0)
+    total = float(grid.loads.sum()) or 1.0
+    mean_svc = float(grid.loads @ lat_ms) / total
+    busy = float(grid.loads @ lat_ms) / 1e3 / r / max(mb * pp, 1.0)
+    for m, t in zip(grid.members, lat_ms):
+        c = (at_batch(m.curve, mb) or (0.0, m.curve[-1][1]))[1]
+        svc[m.key], costs[m.key] = float(t), c
         if m.phase == "decode":
             w = _worst_step_ms(m, c, mb)
             tbt = w if tbt is None else max(tbt, w)
     wait = fifo_wait_ms(r * slots, r * n, mean_svc)
     if not math.isfinite(wait):
         return f"{r} replica(s) are saturated"
-    for m in members:
+    for m in grid.members:
         lat[m.key] = svc[m.key] + wait
-    mem = max(m.curve[-1][1].memory_gb for m in members)
+    mem = max(m.curve[-1][1].memory_gb for m in grid.members)
     return PoolLoad(engine, r, batch, n, slots, lat, svc, wait, tbt, min(1.0, busy), mem, float(r * tp * pp),
-                    _price(members), costs)
+                    _price(grid.members), costs)
 
 
-def _colocated(members, r, pp, tp):
+def _colocated(members, r, pp, tp, grid=None):
     pre = [m for m in members if m.phase == "prefill"]
-    dec = [m for m in members if m.phase != "prefill"]
-    if not pre or not dec:
-        return _batched(members, "single", r, pp, tp)
+    if grid is None or any(m.phase == "prefill" for m in grid.members):
+        grid = Grid([m for m in members if m.phase != "prefill"])
     rho_p = sum(m.load_rps / r * m.curve[0][1].latency_ms / 1e3 for m in pre) / pp
     if rho_p >= MAX_PREFILL_SHARE:
         return (f"{r} replica(s) would spend {rho_p:.0%} of their time on prompts (at most "
                 f"{MAX_PREFILL_SHARE:.0%} leaves room to decode)")
     stretch = 1.0 / (1.0 - rho_p)
-    mb_max = _slots(dec)
-    slots = mb_max * pp
-
-    def f(n):
-        tot = 0.0
-        for m in dec:
-            got = at_batch(m.curve, n / pp)
-            if got is None:
-                return None
-            tot += m.load_rps / r * got[0] * stretch / 1e3
-        return tot
-
-    n0 = sum(m.load_rps / r * m.curve[0][1].latency_ms * stretch / 1e3 for m in dec)
-    n = _solve(f, n0, slots * 0.999)
+    slots = grid.slots * pp
+    n = grid.fixed_point(stretch / r, pp)
     if n is None:
         return f"{r} replica(s) cannot carry the decode load: more than {slots} sequences per replica"
-    batch = max(1, math.ceil(n - 1e-9))
-    mb = max(1.0, batch / pp)
+    batch, mb, lat_ms = _at(grid, n, pp)
+    lat_ms = lat_ms * stretch
     lat, svc, costs = {}, {}, {}
     step = tbt = 0.0
-    total = sum(m.load_rps for m in dec) or 1.0
-    mean_svc = 0.0
-    for m in dec:
-        got = at_batch(m.curve, mb) or at_batch(m.curve, n / pp)
-        t, c = got
+    total = float(grid.loads.sum()) or 1.0
+    mean_svc = float(grid.loads @ lat_ms) / total
+    for m, t in zip(grid.members, lat_ms):
+        c = (at_batch(m.curve, mb) or (0.0, m.curve[-1][1]))[1]
         out = max(1.0, float(m.op.attrs.get("output_tokens", 1) or 1))
-        svc[m.key], costs[m.key] = t * stretch, c
-        step = max(step, t / out * stretch)
+        svc[m.key], costs[m.key] = float(t), c
+        step = max(step, float(t) / out)
         tbt = max(tbt, _worst_step_ms(m, c, mb) * stretch)
-        mean_svc += m.load_rps / total * t * stretch
     wait = fifo_wait_ms(r * slots, r * n, mean_svc)
     if not math.isfinite(wait):
         return f"{r} replica(s) are saturated"
-    for m in dec:
+    for m in grid.members:
         lat[m.key] = svc[m.key] + wait
     for m in pre:       # the prompt shares the engine with other prompts, then joins a running step
         t, c = m.curve[0][1].latency_ms, m.curve[0][1]
         svc[m.key], costs[m.key] = t * stretch + step, c
         lat[m.key] = svc[m.key] + wait
-    mem = max(m.curve[-1][1].memory_gb for m in dec)
+    mem = max(m.curve[-1][1].memory_gb for m in grid.members)
     busy = min(1.0, rho_p + (1.0 - rho_p) * (1.0 if n >= 0.5 else n / 0.5))
     return PoolLoad("colocated", r, batch, n, slots, lat, svc, wait, tbt, busy, mem, float(r * tp * pp),
                     _price(members), costs)
@@ -328,8 +334,13 @@ def replica_candidates(members, engine: str, *, pp: int = 1, tp: int = 1, cpu: b
     carry the load: the next DENSE_STEPS counts, then counts growing by a quarter while some member's
     latency still falls by GAIN_TO_KEEP, at most MAX_REPLICA_CANDIDATES. CPUs and profiled operators
     have one candidate (their device use is a share, or given)."""
+    members = [m for m in members if m.curve]
+    decoding = [m for m in members if m.phase != "prefill"]
+    grid = Grid(decoding if engine == "colocated" and len(decoding) < len(members) and decoding else members) \
+        if members and not cpu else None
+
     def load(r):
-        return engine_load(members, engine, r, pp=pp, tp=tp, cpu=cpu)
+        return engine_load(members, engine, r, pp=pp, tp=tp, cpu=cpu, grid=grid)
 
     first = load(1)
     profiled = all(c.detail.get("profiled") for m in members for _, c in m.curve)

@@ -242,7 +242,16 @@ def _configs_uncached(grp: Group, phase_filter) -> dict:
         else:
             out = {key: {**d, cid: tuple(sorted(per[key], key=lambda t: t[0]))}
                    for key, d in out.items() if key in per}
-    return out
+    # precisions with the same rates (fp16 and bf16 on most devices) give identical engines: keep one
+    seen, kept = set(), {}
+    for key in sorted(out):
+        sig = (key[:3], tuple((str(cid), tuple((b, round(c.latency_ms, 9), round(c.memory_gb, 9),
+                                                 c.price_per_execution) for b, c in curve))
+                              for cid, curve in sorted(out[key].items(), key=lambda kv: str(kv[0]))))
+        if sig not in seen:
+            seen.add(sig)
+            kept[key] = out[key]
+    return kept
 
 
 def _pool_options(pb: Problem, grp: Group, only: set | None, timed: bool, prune: bool = True):
@@ -337,13 +346,18 @@ def _edges(pb: Problem, groups, options, member_of, trans) -> list:
         return []
     memo: dict = {}
     edges = []
+    devs: dict = {}
+    for gid, opts in options.items():
+        for o in opts:
+            for ph in o.phases:
+                devs.setdefault((gid, ph), set()).add(o.device)
     for gi, g in enumerate(pb.graphs):
         mine = member_of[gi]
         byname = {o.name: o for o in g.operators}
 
         def devices_of(name):
             gid, _, phase = mine[name]
-            return {o.device for o in options[gid] if phase in o.phases}
+            return devs.get((gid, phase), set())
 
         def add(src, dst, via, kind, nbytes, tokens, weight, on_path):
             ms, usd = {}, {}

@@ -392,8 +392,16 @@ def _pools(entries: list, stations: list) -> list:
             pool.type = "decode"
         elif pool.colocated:
             pool.type = "decode"
-    for pool in out:         # a co-located engine's servers and slots are its decode side's
-        if pool.colocated:
+    for pool in out:
+        if pool.colocated and not any(stations[j].type == "decode" for j in pool.members):
+            # MoE parts are priced as whole batches: the engine runs them as batches, one part at a time
+            e = next(e for e in entries if (e.get("engine_id") or e["id"]) == pool.name)
+            pool.colocated, pool.type = False, "batch"
+            pool.servers = max(1, int(e.get("replicas") or 1)) * max(1, int(e.get("pp") or 1))
+            pool.batch = max(1, int(e.get("max_batch") or 1) // max(1, int(e.get("pp") or 1)))
+            for j in pool.members:
+                stations[j].phase = ""
+        if pool.colocated:   # a co-located engine's servers and slots are its decode side's
             dec = next((e for e in entries if (e.get("engine_id") or e["id"]) == pool.name
                         and e.get("kind") != "llm.prefill"), None)
             if dec is not None:
@@ -441,7 +449,8 @@ def _station(i, op, p, devices, profiles, om, ops, preds, placements, anchored: 
     if not priceable or profiled:
         return _fixed(st, p, replicas, batch)
     try:
-        base = price(opt)
+        # pool plans: a prompt on a co-located engine runs one at a time, so batch 1 always prices
+        base = price(opt if anchored else replace(opt, batch=1))
     except HetagentError:
         return _fixed(st, p, replicas, batch)
     # anchored to the plan: at the plan's own option the service time is the plan's latency_ms; the cost
@@ -488,8 +497,12 @@ def _station(i, op, p, devices, profiles, om, ops, preds, placements, anchored: 
         try:
             return price(replace(opt, batch=k), attrs).latency_ms * scale
         except HetagentError:
+            pass
+        try:              # a size the cost model refuses at this batch (memory): scale the nominal one
             ref = price(replace(opt, batch=k)).latency_ms * scale
-            return ref * (tokens / prompt if tokens and prompt else 1.0)
+        except HetagentError:   # nor the batch: the batch runs as k single executions
+            ref = k * price(replace(opt, batch=1)).latency_ms * scale
+        return ref * (tokens / prompt if tokens and prompt else 1.0)
     st.cost_fn = whole
     return st
 
