@@ -35,7 +35,7 @@ from hetagent.costmodel.devices import load_catalog  # noqa: E402
 from hetagent.costmodel.operators import _model, cost_table, device_precisions  # noqa: E402
 from hetagent.costmodel.tco import device_hour_cost, load_tco  # noqa: E402
 from hetagent.ir.opgraph import Operator, OpGraph  # noqa: E402
-from hetagent.placement import build_problem  # noqa: E402
+from hetagent.placement import build_problem, milp  # noqa: E402
 from hetagent.placement.solve import solve_problem  # noqa: E402
 
 DEVICES = ("a40", "a100", "h100", "b200", "mi300x", "gaudi3")
@@ -89,19 +89,23 @@ def run_setting(cat_name, cat, tco, model, prec, pin, pout, sla, time_limit=10.0
     rows = []
     for x in DEVICES:
         for y in DEVICES:
-            out = solve_problem(pb, {(0, "prefill"): {x}, (0, "decode"): {y}}, time_limit, 1e-6)
+            # the paper's X::Y is a prefill pool on X and a decode pool on Y (disaggregated, also when X == Y)
+            prep = milp.prepare(pb, {(0, "prefill"): {x}, (0, "decode"): {y}})
+            prep.options = {g: [o for o in opts if o.engine != "colocated"] for g, opts in prep.options.items()}
+            out = solve_problem(pb, None, time_limit, 1e-6, prep=prep)
             r = {"pair": pair(x, y), "prefill": x, "decode": y, "status": out.info.status}
             if out.evaluation is not None:
                 ev = out.evaluation
                 r["per_million_tokens"] = ev.per_hour / toks * 1e6
                 r["fleet"] = {d: n for d, n in sorted(ev.counts.items()) if n}
                 for op in ("prefill", "decode"):
-                    o = out.choice[(0, op)]
-                    c = out.prep.options[0][op][o]
-                    r[op + "_option"] = {"tp": o.tp, "pp": o.pp, "batch": o.batch, "precision": o.precision,
+                    o = ev.placed[(0, op)]
+                    cid = out.prep.member_of[0][op][1]
+                    o_ = o.option
+                    r[op + "_option"] = {"tp": o_.tp, "pp": o_.pp, "batch": o.load.batch, "replicas": o.load.replicas,
+                                         "precision": o_.precision,
                                          "ttft_ms" if op == "prefill" else "tbt_ms":
-                                             round(c.detail.get("ttft_ms" if op == "prefill" else "tbt_ms",
-                                                                0.0), 2)}
+                                             round(o.load.latency_ms[cid] if op == "prefill" else o.load.tbt_ms, 2)}
                 r["kv_transfer_ms"] = round(ev.op_ms.get((0, "kv"), 0.0), 3)
             else:
                 r["why"] = _why(out, pb)
@@ -116,10 +120,9 @@ def run_setting(cat_name, cat, tco, model, prec, pin, pout, sla, time_limit=10.0
 def _why(out, pb):
     if out.prep is None:
         return out.info.status
-    for op in ("prefill", "decode"):
-        if not out.prep.options[0].get(op):
-            why = [w for _, w in out.prep.dropped[0].get(op, []) if w != "excluded"]
-            return f"{op}: " + (why[0] if why else "no option")
+    for gid, phase in out.prep.uncovered():
+        why = [w for _, w in out.prep.dropped.get(gid, []) if w != "excluded"]
+        return f"{phase}: " + (why[0] if why else "no option")
     return out.info.status
 
 

@@ -172,8 +172,9 @@ def op_load(g: OpGraph, op) -> float:
 def prepare(pb: Problem, restrict: dict | None = None, prune: bool = True) -> Prepared:
     """Pools, their options (engine configurations x replica counts with what they deliver), and the
     edges whose transfer may cost time or money.
-    restrict: {(graph index, operator name): allowed device ids} (baselines); a pool keeps a device only
-    if every one of its operators may use it. prune=False keeps dominated options (to find a plan's own)."""
+    restrict: {(graph index, operator name): allowed device ids} (baselines); an engine keeps a device
+    only if every operator it serves may use it (a co-located LLM engine: those of both phases).
+    prune=False keeps dominated options (to find a plan's own)."""
     groups: dict = {}
     member_of, trans = [], []
     allowed_by_group: dict = {}
@@ -205,8 +206,8 @@ def prepare(pb: Problem, restrict: dict | None = None, prune: bool = True) -> Pr
             if restrict is not None:
                 only = restrict.get((gi, op.name))
                 if only is not None:
-                    prev = allowed_by_group.get(gid)
-                    allowed_by_group[gid] = set(only) if prev is None else prev & set(only)
+                    per = allowed_by_group.setdefault(gid, {})
+                    per[phase] = set(only) if phase not in per else per[phase] & set(only)
         member_of.append(mine)
         trans.append(tr)
     options, dropped = {}, {}
@@ -254,7 +255,7 @@ def _configs_uncached(grp: Group, phase_filter) -> dict:
     return kept
 
 
-def _pool_options(pb: Problem, grp: Group, only: set | None, timed: bool, prune: bool = True):
+def _pool_options(pb: Problem, grp: Group, only: dict | None, timed: bool, prune: bool = True):
     """Usable options of one pool and the reasons others were dropped."""
     why: list = []
     roles = [("colocated", lambda p: True), ("prefill", lambda p: p == "prefill"),
@@ -263,7 +264,9 @@ def _pool_options(pb: Problem, grp: Group, only: set | None, timed: bool, prune:
     for engine, phases in roles:
         for (dev, tp, pp, prec), curves in sorted(_configs(pb, grp, engine, phases).items()):
             label = f"{dev}/tp{tp}/pp{pp}/{prec}/{engine}"
-            if only is not None and dev not in only:
+            phases_here = {"colocated": ("prefill", "decode"), "prefill": ("prefill",),
+                           "decode": ("decode",)}.get(engine, ("other",))
+            if only is not None and any(ph in only and dev not in only[ph] for ph in phases_here):
                 why.append((label, "excluded"))
                 continue
             if pb.allowed is not None and dev not in pb.allowed:

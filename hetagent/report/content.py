@@ -87,9 +87,18 @@ def recommendation(m: dict) -> Section:
     if sla.get("sla_ms"):
         mg = sla.get("margin") or {}
         pctl = f"p{sla['percentile']:g} " if sla.get("percentile") else ""
-        kpis.append(("SLA", f"{pctl}{sla['sla_ms']:,.0f} ms",
-                      f"predicted {ms(sla['end_to_end_ms'])}; margin {ms(mg.get('ms'))} "
-                      f"({pct(mg.get('fraction'))}); " + ("meets" if sla.get("meets") else "VIOLATES")))
+        v = sla.get("validated")
+        if v:
+            at = sla.get(f"p{sla['percentile']:g}_ms") if sla.get("percentile") in (50, 95, 99) else None
+            kpis.append(("SLA", f"{pctl}{sla['sla_ms']:,.0f} ms",
+                         f"simulated p50 {ms(sla.get('p50_ms'))}, p95 {ms(sla.get('p95_ms'))}, p99 "
+                         f"{ms(sla.get('p99_ms'))} over {v['requests']:,} requests; planned mean "
+                         f"{ms(sla['end_to_end_ms'])}; " + ("holds" if v.get("holds") else "does NOT hold")
+                         + (f" ({pctl.strip()} {ms(at)})" if at is not None else "")))
+        else:
+            kpis.append(("SLA", f"{pctl}{sla['sla_ms']:,.0f} ms",
+                         f"planned mean {ms(sla['end_to_end_ms'])} (not simulated); margin {ms(mg.get('ms'))} "
+                         f"({pct(mg.get('fraction'))}); " + ("meets" if sla.get("meets") else "VIOLATES")))
     else:
         kpis.append(("SLA", "none", f"predicted end to end {ms(sla.get('end_to_end_ms'))}"))
     s.blocks.append(("kpis", kpis))
@@ -98,9 +107,19 @@ def recommendation(m: dict) -> Section:
     if r.get("rate_rps"):
         parts.append(f" while serving {r['rate_rps']:g} requests per second")
     if sla.get("sla_ms"):
-        parts.append(f", with a predicted end-to-end latency of {ms(sla['end_to_end_ms'])} against an SLA of "
-                     f"{sla['sla_ms']:,.0f} ms")
+        parts.append(f", with a planned mean end-to-end latency of {ms(sla['end_to_end_ms'])} (queueing "
+                     f"included) against an SLA of {sla['sla_ms']:,.0f} ms")
     parts.append(".")
+    v = sla.get("validated")
+    if v:
+        parts.append(f" Simulated with {v['requests']:,} Poisson arrivals over {v.get('seeds', 1)} seeds, its "
+                     f"p{sla['percentile']:g} latency " + ("holds" if v.get("holds") else "does NOT hold")
+                     + f" (p50 {ms(sla.get('p50_ms'))}, p95 {ms(sla.get('p95_ms'))}, p99 {ms(sla.get('p99_ms'))}).")
+        hd = sla.get("headroom") or {}
+        if hd:
+            parts.append(" To hold it, the plan was solved with headroom: " + ", ".join(
+                ([f"{hd['sla_factor']:.3g} x the SLA" ] if hd.get("sla_factor") else [])
+                + ([f"{hd['rate_factor']:.3g} x the rate"] if hd.get("rate_factor") else [])) + ".")
     if b:
         if b["saving_fraction"] is not None and b["saving_fraction"] > 0.0005:
             parts.append(f" The cheapest fleet of a single accelerator kind that meets the same SLA (all "
@@ -158,6 +177,23 @@ def placement(m: dict) -> Section:
                      f"{r['weight']:.2f}" if r.get("weight") is not None else "-", r["source"]])
     s.blocks.append(("table", ["operator", "kind", "device", "TP", "PP", "batch", "replicas", "precision",
                                "latency ms", "bound", "runs/request", "source"], rows))
+    pools = p.get("pools") or []
+    if pools:
+        s.blocks.append(("h3", "Serving pools"))
+        s.blocks.append(("p", "One engine serves every call to a model, as one vLLM or SGLang deployment does: "
+                         "its replicas own whole devices (CPUs are time-shared), and its batch is what its load "
+                         "fills, requests in flight = load / replicas x time in the engine (Little's law), "
+                         "never a larger batch. A co-located engine runs its model's prompts and generations "
+                         "together (chunked prefill); a prefill pool and a decode pool hand the KV cache "
+                         "over the link. At a low rate a pool's batch is small and each request pays for "
+                         "more device time: that is what a deployment would pay."))
+        rows = [[q["id"], q["engine"], q["device"], f"{q['tp']}x{q['pp']}",
+                 q["precision"] + (f" / KV {q['kv_precision']}" if q.get("kv_precision") else ""),
+                 str(q["replicas"]), f"{q['batch']} of {q['max_batch']}", f"{q['load_rps']:,.3g}",
+                 f"{q['latency_ms']:,.1f}", f"{q['tbt_ms']:.2f}" if q.get("tbt_ms") is not None else "-",
+                 f"{q['memory_gb']:,.1f}"] for q in pools]
+        s.blocks.append(("table", ["pool", "engine", "device", "TP x PP", "precision", "replicas",
+                                   "batch (slots)", "calls/s", "latency ms", "TBT ms", "GB/device"], rows))
     return s
 
 

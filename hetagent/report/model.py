@@ -211,7 +211,11 @@ def recommendation(plan: Plan, ctx) -> dict:
         "best_homogeneous": saving,
         "no_homogeneous_feasible": bool(plan.baselines) and not feas,
         "sla": {"sla_ms": sla, "end_to_end_ms": e2e, "meets": pr.get("meets_sla"), "margin": margin,
-                "percentile": ctx.graphs[0].sla_percentile if ctx is not None and ctx.graphs else None},
+                "percentile": pr.get("percentile") or (ctx.graphs[0].sla_percentile
+                                                       if ctx is not None and ctx.graphs else None),
+                "p50_ms": pr.get("p50_ms"), "p95_ms": pr.get("p95_ms"), "p99_ms": pr.get("p99_ms"),
+                "validated": pr.get("validated"), "planned_sla_ms": pr.get("planned_sla_ms"),
+                "headroom": (plan.inputs or {}).get("headroom")},
         "rate_rps": _rate(plan, ctx),
         "objective": (plan.inputs or {}).get("objective", "tco"),
         "solver": dict(plan.solver),
@@ -256,6 +260,21 @@ def _graph_index(plan: Plan, ctx):
     return out
 
 
+def pools_section(plan: Plan) -> list[dict]:
+    """The serving pools: what each engine is, how full its batch runs, and why (Little's law)."""
+    out = []
+    for p in plan.pools or []:
+        in_flight = p.load_rps / p.replicas * p.latency_ms / 1e3 if p.replicas else None
+        out.append({"id": p.id, "engine": p.engine, "engine_id": p.engine_id, "kind": p.kind, "model": p.model,
+                    "device": p.device, "tp": p.tp, "pp": p.pp, "precision": p.precision,
+                    "kv_precision": p.kv_precision, "replicas": p.replicas, "batch": p.batch,
+                    "max_batch": p.max_batch, "load_rps": p.load_rps, "latency_ms": p.latency_ms,
+                    "tbt_ms": p.tbt_ms, "memory_gb": p.memory_gb, "operators": len(p.operators),
+                    "in_flight": in_flight,
+                    "fill": p.batch / p.max_batch if p.max_batch else None})
+    return out
+
+
 def placement_section(plan: Plan, ctx) -> dict:
     prof = _profiled(ctx)
     gidx = _graph_index(plan, ctx)
@@ -286,7 +305,7 @@ def placement_section(plan: Plan, ctx) -> dict:
                       for o in g.operators]
             edges += [[q(a), q(b)] for a, b in g.edges]
         graph = {"nodes": nodes, "edges": edges}
-    return {"rows": rows, "graph": graph}
+    return {"rows": rows, "graph": graph, "pools": pools_section(plan)}
 
 
 def critical_path_section(plan: Plan, ctx) -> dict:
