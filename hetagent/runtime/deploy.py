@@ -80,7 +80,7 @@ def ray_init(address: str | None, fleet: dict[str, int], object_store_mb: int = 
         if address:
             ray.init(address=address, **kw)
             return False
-        ray.init(num_cpus=max(os.cpu_count() or 1, 1),
+        ray.init(address="local", num_cpus=max(os.cpu_count() or 1, 1),   # a new instance, never a stray one
                  resources={d: float(n) for d, n in fleet.items() if n > 0},
                  object_store_memory=object_store_mb << 20, **kw)
     except Exception as e:  # noqa: BLE001 - Ray raises many kinds; the user gets one line
