@@ -256,8 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "SLA percentile fails, re-planned with more headroom)")
     pl.add_argument("--validate", action="store_true", help=argparse.SUPPRESS)   # the default; kept for scripts
     pl.add_argument("--validate-seed", type=int, default=0, help="first seed of the validation runs")
-    pl.add_argument("--validate-requests", type=int, default=4000,
-                    help="arrivals per validation run (3 runs; default 4000)")
+    pl.add_argument("--validate-requests", type=int, default=8000,
+                    help="arrivals per validation run (3 runs; default 8000)")
     pl.set_defaults(func=cmd_plan)
 
     b = sub.add_parser("build", help="device-specific executables for the placed tensor operators")

@@ -180,7 +180,11 @@ def place(graphs, cost_tables=None, fleet=None, tco_params=None, catalog=None, *
              "time_limit_s": time_limit_s, "gap": gap}
     if profiles is not None:
         given["profiles"] = profiles.text
-    return plan_from(pb, out, bl, ir=ir, inputs={**given, **(inputs or {})}, catalog=catalog)
+    inputs = {**given, **(inputs or {})}
+    for b in bl:              # each feasible baseline as a plan of its own, for validation by simulation
+        if b.feasible and b.outcome is not None and b.outcome.evaluation is not None:
+            b.plan = plan_from(pb, b.outcome, (), ir=ir, inputs=inputs, catalog=catalog)
+    return plan_from(pb, out, bl, ir=ir, inputs=inputs, catalog=catalog)
 
 
 def _no_worse_than_baselines(out, bl):

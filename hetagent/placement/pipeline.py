@@ -146,4 +146,7 @@ def plan_planning(p: Planning, *, rate=None, sla_ms=None, objective="tco", soft_
                 if t.get(k) is not None:
                     t[k] *= rf
     result.ir = placed_ir(p.modules, result.placements, qualified=len(p.graphs) > 1)
+    for b in result.baselines:
+        if b.plan is not None:
+            b.plan.ir = placed_ir(p.modules, b.plan.placements, qualified=len(p.graphs) > 1)
     return result

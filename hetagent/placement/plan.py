@@ -67,10 +67,15 @@ class Baseline:
     end_to_end_ms: float | None = None      # not in plan.json; for summaries and tests
     note: str = ""                          # not in plan.json
     outcome: object = field(default=None, repr=False, compare=False)  # the solve (feasible ones)
+    plan: object = field(default=None, repr=False, compare=False)     # its Plan, for validation
+    validated: dict | None = None           # {holds, percentile_ms, requests} when simulated
 
     def to_json(self) -> dict:
-        return {"device": self.device, "feasible": self.feasible,
-                "tco": {"per_hour": self.per_hour, "per_request": self.per_request}}
+        d = {"device": self.device, "feasible": self.feasible,
+             "tco": {"per_hour": self.per_hour, "per_request": self.per_request}}
+        if self.validated is not None:
+            d["validated"] = dict(self.validated)
+        return d
 
 
 @dataclass
@@ -106,8 +111,8 @@ class Plan:
             from hetagent.errors import InputError
             raise InputError(f"plan version {d.get('version')!r} is not supported (expected {VERSION})",
                              field="version")
-        bl = [Baseline(b["device"], b["feasible"], b["tco"].get("per_hour"), b["tco"].get("per_request"))
-              for b in d.get("baselines", [])]
+        bl = [Baseline(b["device"], b["feasible"], b["tco"].get("per_hour"), b["tco"].get("per_request"),
+                       validated=b.get("validated")) for b in d.get("baselines", [])]
         return cls(d["workflows"], d["fleet"], [Placement(**p) for p in d["placements"]], d["predicted"],
                    d["tco"], bl, d.get("solver", {}), d.get("ir", ""), d.get("inputs", {}), d["version"],
                    [Pool(**p) for p in d.get("pools") or []])
@@ -129,11 +134,29 @@ def format_plan(plan: Plan) -> str:
                      p.precision, f"{p.latency_ms:.2f}", p.bound))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     out += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    if plan.pools:
+        out.append("serving pools (batch = requests in flight per replica that the load fills):")
+        rows = [("pool", "engine", "device", "tp", "pp", "replicas", "batch", "slots", "calls/s", "ms", "tbt ms")]
+        for q in plan.pools:
+            rows.append((q.id, q.engine, q.device, str(q.tp), str(q.pp), str(q.replicas), str(q.batch),
+                         str(q.max_batch), f"{q.load_rps:.3g}", f"{q.latency_ms:.1f}",
+                         f"{q.tbt_ms:.2f}" if q.tbt_ms is not None else "-"))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        out += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     pr = plan.predicted
     sla = pr.get("sla_ms")
-    out.append(f"predicted end-to-end: {pr.get('end_to_end_ms', 0):.1f} ms"
-               + (f" vs SLA {sla:g} ms: {'meets' if pr.get('meets_sla') else 'VIOLATES'}" if sla else
-                  " (no SLA)"))
+    v = pr.get("validated")
+    if v and sla:
+        pct = pr.get("percentile") or 95
+        out.append(f"planned mean end-to-end (queueing included): {pr.get('end_to_end_ms', 0):.1f} ms; simulated "
+                   f"p50 {pr.get('p50_ms') or 0:.1f}, p95 {pr.get('p95_ms') or 0:.1f}, p99 {pr.get('p99_ms') or 0:.1f} ms "
+                   f"over {v.get('requests')} requests: SLA {sla:g} ms at p{pct:g} "
+                   + ("holds" if v.get("holds") else "does NOT hold"))
+    else:
+        out.append(f"predicted end-to-end: {pr.get('end_to_end_ms', 0):.1f} ms"
+                   + (f" vs SLA {sla:g} ms: {'meets' if pr.get('meets_sla') else 'VIOLATES'}" if sla else
+                      " (no SLA)") + (" (mean, not simulated)" if sla and pr.get("validated") is None
+                                      and "validated" in pr else ""))
     t = plan.tco
     tok = f", {_money(t['per_million_tokens'])} per million tokens" if t.get("per_million_tokens") else ""
     out.append(f"TCO: {_money(t['per_hour'])}/hour{tok}, {_money(t['per_request'])} per request")

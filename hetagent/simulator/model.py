@@ -67,11 +67,15 @@ class Station:
 
     def service(self, k: int, tokens: float = 0.0) -> float:
         """batch: ms for a batch of k at `tokens` prompt (bucketed); decode: ms per step at k active."""
+        v = self._memo.get((k, tokens, None))        # the exact arguments seen before: no bucketing
+        if v is not None:
+            return v
         b = _bucket(tokens) if tokens else 0
         key = (k, b)
         v = self._memo.get(key)
         if v is None:
             v = self._memo[key] = self.cost_fn(k, CTX_BUCKET ** b if b else 0) * self.factor
+        self._memo[(k, tokens, None)] = v
         return v
 
 
