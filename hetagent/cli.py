@@ -65,7 +65,7 @@ def cmd_schema(args) -> None:
 
 
 def cmd_import(args) -> None:
-    from hetagent.workflow import dify
+    from hetagent.workflow.importers import dify
     text = dify.to_yaml(args.app, self_host=_self_host(args.self_host))
     if args.output:
         write_output(args.output, text)
