@@ -64,15 +64,6 @@ def cmd_schema(args) -> None:
         sys.stdout.write(text)
 
 
-def cmd_import(args) -> None:
-    from hetagent.workflow.importers import dify
-    text = dify.to_yaml(args.app, self_host=_self_host(args.self_host))
-    if args.output:
-        write_output(args.output, text)
-    else:
-        sys.stdout.write(text)
-
-
 def cmd_devices(args) -> None:
     from hetagent.costmodel import devices
     if args.json:
@@ -198,12 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output")
     s.set_defaults(func=cmd_schema)
 
-    i = sub.add_parser("import", help="convert another format to hetagent YAML")
-    i.add_argument("format", choices=["dify"])
-    i.add_argument("app", help="the Dify export (.yml or .json)")
-    i.add_argument("-o", "--output")
-    i.add_argument("--self-host", action="append", metavar="MODEL=ID")
-    i.set_defaults(func=cmd_import)
+    from hetagent.workflow.importers.commands import add_commands as import_commands
+    import_commands(sub)
 
     dv = sub.add_parser("devices", help="the device catalog with cost-efficiency figures")
     dv.add_argument("--catalog", default="default", help="catalog variant (default, paper-2025)")

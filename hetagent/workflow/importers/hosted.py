@@ -16,12 +16,17 @@ _OPENAI = "https://openai.com/api/pricing/"
 _ANTHROPIC = "https://www.anthropic.com/pricing#api"
 _DEEPSEEK = "https://api-docs.deepseek.com/quick_start/pricing"
 _QWEN = "https://help.aliyun.com/zh/model-studio/models"
+_GEMINI = "https://ai.google.dev/gemini-api/docs/pricing"
+_MISTRAL = "https://mistral.ai/pricing#api-pricing"
 PRICES: list[tuple[str, float, float, str, str]] = [
     ("gpt-4o-mini", 0.15, 0.60, _OPENAI, "2024-07-18"),
     ("gpt-4o", 2.50, 10.00, _OPENAI, "2024-10-01"),
     ("gpt-4.1-nano", 0.10, 0.40, _OPENAI, "2025-04-14"),
     ("gpt-4.1-mini", 0.40, 1.60, _OPENAI, "2025-04-14"),
     ("gpt-4.1", 2.00, 8.00, _OPENAI, "2025-04-14"),
+    ("gpt-5-mini", 0.25, 2.00, _OPENAI, "2025-08-07"),
+    ("gpt-5-nano", 0.05, 0.40, _OPENAI, "2025-08-07"),
+    ("gpt-5", 1.25, 10.00, _OPENAI, "2025-08-07"),
     ("gpt-4-turbo", 10.00, 30.00, _OPENAI, "2024-04-09"),
     ("gpt-4", 30.00, 60.00, _OPENAI, "2024-04-09"),
     ("gpt-3.5-turbo", 0.50, 1.50, _OPENAI, "2024-01-25"),
@@ -51,6 +56,11 @@ PRICES: list[tuple[str, float, float, str, str]] = [
     ("qwen-max", 0.33, 1.33, _QWEN + " (CNY 2.4 / 9.6)", "2025-01-25"),
     ("qwen-plus", 0.11, 0.28, _QWEN + " (CNY 0.8 / 2)", "2024-09-19"),
     ("qwen-turbo", 0.04, 0.08, _QWEN + " (CNY 0.3 / 0.6)", "2024-09-19"),
+    ("gemini-2.5-flash-lite", 0.10, 0.40, _GEMINI, "2025-07-22"),
+    ("gemini-2.5-flash", 0.30, 2.50, _GEMINI + " (prompts up to 200k tokens)", "2025-06-17"),
+    ("gemini-2.5-pro", 1.25, 10.00, _GEMINI + " (prompts up to 200k tokens)", "2025-06-17"),
+    ("mistral-small", 0.10, 0.30, _MISTRAL, "2025-03-17"),
+    ("mistral-large", 2.00, 6.00, _MISTRAL, "2024-11-18"),
 ]
 DEFAULT_PRICE = (2.50, 10.00)  # an unknown hosted model: priced like gpt-4o, with a warning
 LOCAL_PROVIDERS = ("ollama", "xinference", "localai", "openllm", "vllm", "triton_inference_server",
@@ -61,6 +71,7 @@ def price_of(model_name: str) -> tuple[float, float, str, str] | None:
     """(input $/M, output $/M, source, date) of a hosted model name, or None when not in PRICES."""
     name = model_name.lower().strip()
     name = re.sub(r"^(?:[a-z]{2}\.)?(?:anthropic|openai|meta|deepseek)[./]", "", name)
+    name = name.split("/")[-1]           # a router's prefix: mistral/..., openrouter/openai/...
     best = None
     for prefix, pin, pout, src, date in PRICES:
         if name.startswith(prefix) and (best is None or len(prefix) > len(best[0])):
@@ -73,3 +84,9 @@ def provider_short(provider: str) -> str:
     p = str(provider or "unknown").strip().split("/")[-1] or "unknown"
     return p.split(":")[0]
 
+
+
+def vendor_of(source: str) -> str:
+    """The provider a PRICES source names: `https://openai.com/api/pricing/` -> `openai`."""
+    m = re.match(r"https?://(?:[a-z0-9-]+\.)*?([a-z0-9-]+)\.(?:com|ai|dev|cn)\b", source)
+    return {"google": "gemini", "aliyun": "qwen", "lingyiwanwu": "01ai"}.get(m.group(1), m.group(1)) if m else "unknown"
