@@ -345,13 +345,13 @@ class _ScopeReader:
                     out += self.calls(c)
             elif k == "tool":
                 if self.llm_below(c):   # an agent used as a tool
-                    out.append(self.agent_call(c, tool_name_of(c)))
+                    out += self.agent_call(c, tool_name_of(c))
                 else:
                     self.counts["tool"] += 1
                     out.append(Call("tool", c, tool_name_of(c)))
                     self.report_totals(c)
             elif k == "agent":
-                out.append(self.agent_call(c, agent_name_of(c)))
+                out += self.agent_call(c, agent_name_of(c))
             elif k == "none":
                 self.skipped.append({"span": _where(c), "why": "an embedding or reranking call: not an LLM "
                                                                "or tool call"})
@@ -375,11 +375,16 @@ class _ScopeReader:
         self.tout += tout or 0
         return Call("llm", s, model_of(s) or "unknown", tin, tout, provider_of(s))
 
-    def agent_call(self, s: Span, name: str) -> Call:
+    def agent_call(self, s: Span, name: str) -> list[Call]:
+        """A nested agent, or, when it holds a single step (OpenInference types any LangGraph node named
+        like `agent` as AGENT), that step's calls in its place."""
         self.report_totals(s)
+        steps = self.steps(s)
+        if len(steps) <= 1:
+            return [c for st in steps for c in st.calls]
         call = Call("agent", s, name)
-        call.steps = self.steps(s)
-        return call
+        call.steps = steps
+        return [call]
 
     def steps(self, span: Span) -> list[Step]:
         steps: list[Step] = []

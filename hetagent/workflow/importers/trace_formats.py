@@ -146,8 +146,8 @@ class _Reader:
                     ln = self.line_of(s.get("spanId")) or line
                     if not sid or not s.get("traceId"):
                         self.fail(f"OTLP span '{s.get('name', '?')}' has no spanId or traceId", ln)
-                    attrs = {a.get("key"): _otlp_value(a.get("value")) for a in s.get("attributes") or []
-                             if isinstance(a, dict)}
+                    attrs = _with_metadata({a.get("key"): _otlp_value(a.get("value"))
+                                            for a in s.get("attributes") or [] if isinstance(a, dict)})
                     if scope:
                         attrs.setdefault("otel.scope.name", scope)
                     self.add(Span(_otlp_id(s["traceId"]), sid, _otlp_id(s.get("parentSpanId")) or None,
@@ -168,7 +168,7 @@ class _Reader:
         if sid in (None, "") or trace in (None, ""):
             self.fail(f"span '{d.get('name', '?')}' has no span id or trace id", ln)
         attrs = d.get("attributes") if isinstance(d.get("attributes"), dict) else {}
-        attrs = _flatten(attrs)
+        attrs = _with_metadata(_flatten(attrs))
         for k, v in flat.items():  # a dataframe row: attributes.* columns
             if k.startswith("attributes.") and v is not None:
                 attrs.setdefault(k[len("attributes."):], v)
@@ -307,6 +307,21 @@ def _flatten(d: dict, prefix: str = "") -> dict:
         else:
             out[key] = v
     return out
+
+
+def _with_metadata(attrs: dict) -> dict:
+    """OpenInference writes `metadata` as one JSON string (LangGraph's langgraph_node, ls_provider, ...):
+    its keys become `metadata.*` attributes."""
+    md = attrs.get("metadata")
+    if isinstance(md, str) and md.startswith("{"):
+        try:
+            parsed = json.loads(md)
+        except json.JSONDecodeError:
+            return attrs
+        if isinstance(parsed, dict):
+            for k, v in _flatten(parsed).items():
+                attrs.setdefault(f"metadata.{k}", v)
+    return attrs
 
 
 def _otlp_value(v):
