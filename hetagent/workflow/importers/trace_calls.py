@@ -279,8 +279,10 @@ def read_traces(spans: list[Span]) -> TraceSet:
             v.sort(key=lambda s: (s.start, -s.end))
         out.children.update(children)
         out.by_id.update({s.id: s for s in group})
+        top = Span(tid, f"trace-{tid}", None, "(trace)", root.start, root.end, file=root.file)
+        children[top.id] = [root]              # the root is read like any span: a call, an agent, a chain
         reader = _ScopeReader(children, kinds, tid, skipped)
-        steps = reader.steps(root)
+        steps = reader.steps(top)
         # an agent root (or a chain root holding exactly one agent) is the workflow itself
         while len(steps) == 1 and steps[0].kind == "A":
             steps = steps[0].calls[0].steps
