@@ -18,8 +18,9 @@ The graph becomes a workflow (structure.py turns edges into branches and loops):
     warning when unknown or not found) unless `--self-host NAME=ID` maps it to a catalog model;
     prompt_tokens = the prompt strings its code references + STATE_TOKENS + TOOL_SCHEMA_TOKENS per
     bound tool, output_tokens = OUTPUT_TOKENS;
-  - a ToolNode or a node that calls tools -> a tool node (a branch over the tools, equal shares, when it
-    may call several), TOOL_LATENCY_MS each;
+  - a ToolNode, or a node that calls tools and no model -> a tool node (a branch over the tools, equal
+    shares, when it may call several), TOOL_LATENCY_MS each; tools a model node references are bound
+    to its model (their schemas count in its prompt);
   - a compiled graph used as a node (or called inside one) -> an inline sub-agent; a prebuilt agent
     (create_react_agent, create_agent) built inside a node -> a sub-agent looping llm <-> tools;
   - a node that calls interrupt() -> code (a human's wait is not timed: a warning says so);

@@ -113,7 +113,7 @@ def _version(dist: str) -> str:
 def _where(e: BaseException) -> str:
     """` (at file.py:12)` of the innermost frame outside Python's import machinery and site-packages."""
     frames = [f for f in traceback.extract_tb(e.__traceback__)
-              if "importlib" not in f.filename and "site-packages" not in f.filename
+              if "importlib" not in f.filename and "site-packages" not in f.filename and not f.filename.startswith("<")
               and not f.filename.endswith("langgraph_probe.py")]
     return f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
 

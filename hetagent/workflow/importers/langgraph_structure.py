@@ -109,11 +109,8 @@ class GraphWriter:
                      "inline": {"name": symbol(name) or "subgraph", "nodes": inner}}]
         if kind == "agent":
             return [self.agent_at_run_time(info, desc, where)]
-        if kind == "llm":
-            nodes = [self.llm(info, desc, where)]
-            if info.get("tools"):
-                nodes.append(self.tools(name + "_tools", info["tools"], desc + " (its tool calls)"))
-            return nodes
+        if kind == "llm":     # tools it references are bound to its model (their schemas are in the prompt)
+            return [self.llm(info, desc, where)]
         if kind == "tools":
             return [self.tools(name, info.get("tools") or [name], desc)]
         nid = self.new_id(name)
@@ -136,7 +133,7 @@ class GraphWriter:
         fields = model_fields(model, self.self_host, self.used_self_host, self.known,
                               self.warn, lambda m: self.note(nid, m))
         prompt = int(info.get("prompt_tokens") or 0)
-        tools = int(info.get("bound_tools") or 0)
+        tools = max(int(info.get("bound_tools") or 0), len(info.get("tools") or ()))
         total = prompt + STATE_TOKENS + TOOL_SCHEMA_TOKENS * tools
         self.note(nid, f"prompt_tokens {total} (estimate: {prompt} of prompt text its code references, "
                        f"{STATE_TOKENS} of state" + (f", {TOOL_SCHEMA_TOKENS} x {tools} tool schemas" if tools
@@ -265,9 +262,10 @@ class _Scope:
                         arms.append("")            # END: an empty arm (in a loop body: the loop's exit)
                 arms = list(dict.fromkeys(arms))
                 keyed = {x.key: x for x in units}
-                if len(arms) == 1 and arms[0]:
+                one_call = c.send and len(arms) == 1 and self.width(keyed[arms[0]] if arms[0] else None) == 1
+                if len(arms) == 1 and arms[0] and (not c.send or one_call):
                     _link(u, keyed[arms[0]])
-                elif len(arms) > 1:
+                elif len(arms) > 1 or (arms and arms[0] and c.send):   # a Send to one node: still a fan-out
                     u.choices.append(arms)
                     u.send.append(c.send)
                     for a in arms:
@@ -315,7 +313,7 @@ class _Scope:
 
     def emit(self, units: list[Unit], entry: dict) -> list[dict]:
         """Native nodes for units in topological order; `entry`: unit key -> ids it is consumed as."""
-        inscope = {u.key for u in units}
+        inscope = {u.key for u in units} | set(entry)
         anchors: dict[str, list[str]] = dict(entry)
         absorbed: set[str] = set()
         nodes: list[dict] = []
@@ -379,8 +377,7 @@ class _Scope:
         if not send:
             return self.emit(members, {})
         first, rest = members[0], members[1:]
-        width = FANOUT_TOOL_CALLS if all(self.info.get(n, {}).get("kind") == "tools" for n in first.members) \
-            else FANOUT_WIDTH
+        width = self.width(first)
         if width == 1:
             return self.emit(members, {})
         copies = []
@@ -396,6 +393,12 @@ class _Scope:
                                {"id": inp, "kind": "input", "text_tokens": INPUT_TEXT_TOKENS}] + inner + [
                                {"id": out, "kind": "output", "inputs": [inner[-1]["id"]]}]}})
         return copies + self.emit(rest, {first.key: [c["id"] for c in copies]})
+
+    def width(self, target: Unit | None) -> int:
+        """Copies a Send to this unit runs: one per tool call for a tools node, else FANOUT_WIDTH."""
+        if target is not None and all(self.info.get(n, {}).get("kind") == "tools" for n in target.members):
+            return FANOUT_TOOL_CALLS
+        return FANOUT_WIDTH
 
     def unit_nodes(self, u: Unit) -> list[dict]:
         if not u.loop:
