@@ -32,15 +32,7 @@ OPTIONAL_EXTRAS = {
 }
 
 
-def _self_host(pairs: list[str] | None) -> dict[str, str]:
-    out = {}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise HetagentError(f"--self-host '{pair}': expected HOSTED_MODEL=MODEL_ID, "
-                                "e.g. gpt-4o=llama-3-70b")
-        k, v = pair.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
+from hetagent.workflow.importers.common import parse_self_host as _self_host  # noqa: E402
 
 
 # ---- commands ------------------------------------------------------------------------------------

@@ -6,7 +6,11 @@ summary as one compact JSON line and needs -o (stdout carries the JSON). Warning
 """
 from __future__ import annotations
 
+import json
 import sys
+
+from hetagent.atomic import write_atomic
+from hetagent.workflow.importers.common import parse_self_host
 
 
 def add_commands(subparsers) -> None:
@@ -48,29 +52,26 @@ def _common(p, what: str):
 
 
 def cmd_dify(args) -> None:
-    from hetagent.cli import _self_host, write_output
     from hetagent.workflow.importers import dify
-    text = dify.to_yaml(args.app, self_host=_self_host(args.self_host))
+    text = dify.to_yaml(args.app, self_host=parse_self_host(args.self_host))
     if args.output:
-        write_output(args.output, text)
+        write_atomic(args.output, text)
     else:
         sys.stdout.write(text)
 
 
 def cmd_langgraph(args) -> None:
-    from hetagent.cli import _self_host
     from hetagent.workflow.importers.langgraph import import_langgraph
     _need_output(args)
-    imp = import_langgraph(args.target, graph=args.graph, self_host=_self_host(args.self_host))
+    imp = import_langgraph(args.target, graph=args.graph, self_host=parse_self_host(args.self_host))
     _finish(args, imp, ("nodes", "edges", "llm_nodes", "tool_nodes", "loops", "branches", "subagents",
                         "warnings", "workflow"))
 
 
 def cmd_traces(args) -> None:
-    from hetagent.cli import _self_host
     from hetagent.workflow.importers.traces import import_traces
     _need_output(args)
-    imp = import_traces(args.files, structure=args.structure, self_host=_self_host(args.self_host))
+    imp = import_traces(args.files, structure=args.structure, self_host=parse_self_host(args.self_host))
     _finish(args, imp, ("traces", "spans", "llm_calls", "tool_calls", "skipped", "workflow",
                         "tokens_per_request", "warnings"))
 
@@ -81,16 +82,15 @@ def _need_output(args):
 
 
 def _finish(args, imp, keys) -> None:
-    from hetagent.cli import print_json, write_output
     from hetagent.workflow.importers.base import render
     text = render(imp, file=args.output or "<import>")
     if args.output:
-        write_output(args.output, text)
+        write_atomic(args.output, text)
     for w in imp.warnings:
         print(f"hetagent: warning: {w}", file=sys.stderr)
     doc = {**imp.summary, "workflow": args.output}
     if args.json:
-        print_json({k: doc[k] for k in keys})
+        sys.stdout.write(json.dumps({k: doc[k] for k in keys}, separators=(",", ":"), default=str) + "\n")
     elif args.output:
         sys.stdout.write(readable(imp.format, doc) + f"wrote {args.output}\n")
     else:

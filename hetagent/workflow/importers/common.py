@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import re
 
+from hetagent.errors import HetagentError
+
 ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
 
@@ -52,3 +54,15 @@ def ordered(v):
         first = [k for k in ("name", "id", "kind", "inputs", "description") if k in v]
         return {k: ordered(v[k]) for k in first + [k for k in v if k not in first]}
     return v
+
+
+def parse_self_host(pairs: list[str] | None) -> dict[str, str]:
+    """`--self-host NAME=ID` options as {hosted model name: model card id}."""
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise HetagentError(f"--self-host '{pair}': expected HOSTED_MODEL=MODEL_ID, "
+                                "e.g. gpt-4o=llama-3-70b")
+        k, v = pair.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
