@@ -32,6 +32,16 @@ def symbol(s: str) -> str:
     return out if ID_RE.match(out) else "n" + out
 
 
+def unique_id(base: str, taken: set[str]) -> str:
+    """A node id from free text, suffixed _2, _3, ... until it is not in `taken` (which it joins)."""
+    base = symbol(base) or "node"
+    out, k = base, 2
+    while out in taken:
+        out, k = f"{base}_{k}", k + 1
+    taken.add(out)
+    return out
+
+
 def number(v, default):
     """A number from a field that may be a constant wrapper {type: constant, value: N} or a string."""
     if isinstance(v, dict) and "value" in v:

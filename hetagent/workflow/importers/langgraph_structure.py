@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hetagent.errors import HetagentError
-from hetagent.workflow.importers.common import symbol
+from hetagent.workflow.importers.common import symbol, unique_id
 from hetagent.workflow.importers.langgraph import (CPU_MS, FANOUT_TOOL_CALLS, FANOUT_WIDTH, INPUT_TEXT_TOKENS,
                                                    LOOP_EXPECTED, LOOP_MAX, OUTPUT_TOKENS, STATE_TOKENS,
                                                    TOOL_LATENCY_MS, TOOL_SCHEMA_TOKENS, model_fields)
@@ -54,12 +54,7 @@ class GraphWriter:
         self.graph_edges = 0
 
     def new_id(self, base: str) -> str:
-        base = symbol(base) or "node"
-        out, k = base, 2
-        while out in self.ids:
-            out, k = f"{base}_{k}", k + 1
-        self.ids.add(out)
-        return out
+        return unique_id(base, self.ids)
 
     def note(self, nid: str, line: str):
         self.notes.setdefault(nid, []).append(line)

@@ -31,7 +31,7 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from hetagent.workflow.importers.trace_formats import Span
+from hetagent.workflow.importers.trace_formats import Span, as_int
 
 LLM_OPS = {"chat", "text_completion", "generate_content", "completion", "call_llm", "generate"}
 TOOL_OPS = {"execute_tool"}
@@ -52,15 +52,6 @@ _AGENT_KEYS = ("gen_ai.agent.name", "agent_name", "agent.name")
 _NODE_KEYS = ("metadata.langgraph_node", "langgraph_node", "langfuse.observation.metadata.langgraph_node",
               "koog.node.name", "graph.node.id")
 _UUID = re.compile(r"[._\- ]?[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
-
-
-def _num(v) -> int | None:
-    if isinstance(v, bool) or v is None:
-        return None
-    try:
-        return int(float(v))
-    except (TypeError, ValueError):
-        return None
 
 
 def classify(s: Span) -> str:
@@ -111,9 +102,9 @@ def classify(s: Span) -> str:
 def tokens_of(s: Span) -> tuple[int | None, int | None]:
     tin, tout = s.input_tokens, s.output_tokens
     if tin is None:
-        tin = next((v for v in (_num(s.attrs.get(k)) for k in _IN_KEYS) if v is not None), None)
+        tin = next((v for v in (as_int(s.attrs.get(k)) for k in _IN_KEYS) if v is not None), None)
     if tout is None:
-        tout = next((v for v in (_num(s.attrs.get(k)) for k in _OUT_KEYS) if v is not None), None)
+        tout = next((v for v in (as_int(s.attrs.get(k)) for k in _OUT_KEYS) if v is not None), None)
     return tin, tout
 
 

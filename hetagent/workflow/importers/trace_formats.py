@@ -200,8 +200,8 @@ class _Reader:
         if isinstance(scope, dict) and scope.get("name"):
             attrs.setdefault("otel.scope.name", scope["name"])
         usage = o.get("usageDetails") if isinstance(o.get("usageDetails"), dict) else {}
-        tin = _usage_sum(usage, "input") if usage else _int(o.get("promptTokens") or o.get("inputUsage"))
-        tout = _usage_sum(usage, "output") if usage else _int(o.get("completionTokens") or o.get("outputUsage"))
+        tin = _usage_sum(usage, "input") if usage else as_int(o.get("promptTokens") or o.get("inputUsage"))
+        tout = _usage_sum(usage, "output") if usage else as_int(o.get("completionTokens") or o.get("outputUsage"))
         if not usage and not tin and not tout:   # Langfuse writes 0 usage on every observation without any
             tin = tout = None
         start = self.time(o.get("startTime"), ln, "startTime")
@@ -220,7 +220,7 @@ class _Reader:
                  if not isinstance(v, (dict, list))}
         inv = extra.get("invocation_params") if isinstance(extra.get("invocation_params"), dict) else {}
         model = (extra.get("metadata") or {}).get("ls_model_name") or inv.get("model") or inv.get("model_name")
-        tin, tout = _int(r.get("prompt_tokens")), _int(r.get("completion_tokens"))
+        tin, tout = as_int(r.get("prompt_tokens")), as_int(r.get("completion_tokens"))
         if tin is None and tout is None:
             tin, tout = _langsmith_usage(r.get("outputs"))
         start = self.time(r.get("start_time"), ln, "start_time")
@@ -331,7 +331,7 @@ def _otlp_value(v):
         if k in v:
             return v[k]
     if "intValue" in v:
-        return _int(v["intValue"])
+        return as_int(v["intValue"])
     if "arrayValue" in v:
         return [_otlp_value(x) for x in (v["arrayValue"].get("values") or [])]
     if "kvlistValue" in v:
@@ -368,7 +368,7 @@ def _any_id(item):
     return None
 
 
-def _int(v) -> int | None:
+def as_int(v) -> int | None:
     if isinstance(v, bool) or v is None:
         return None
     try:
@@ -380,7 +380,7 @@ def _int(v) -> int | None:
 def _usage_sum(usage: dict, side: str) -> int | None:
     """Langfuse usageDetails: `input` plus the `input_*` parts Langfuse keeps apart (cached prompt
     tokens, audio); `prompt_details.*` style keys are breakdowns already inside `input`."""
-    vals = [_int(v) for k, v in usage.items() if k == side or k.startswith(side + "_")]
+    vals = [as_int(v) for k, v in usage.items() if k == side or k.startswith(side + "_")]
     vals = [v for v in vals if v is not None]
     return sum(vals) if vals else None
 
@@ -390,11 +390,11 @@ def _langsmith_usage(outputs) -> tuple[int | None, int | None]:
         return None, None
     tu = ((outputs.get("llm_output") or {}).get("token_usage") or {}) if isinstance(outputs.get("llm_output"), dict) else {}
     if tu:
-        return _int(tu.get("prompt_tokens")), _int(tu.get("completion_tokens"))
+        return as_int(tu.get("prompt_tokens")), as_int(tu.get("completion_tokens"))
     for gen in (outputs.get("generations") or [])[:1]:
         g = gen[0] if isinstance(gen, list) and gen else gen
         msg = (g or {}).get("message") if isinstance(g, dict) else None
         um = ((msg or {}).get("kwargs") or {}).get("usage_metadata") if isinstance(msg, dict) else None
         if isinstance(um, dict):
-            return _int(um.get("input_tokens")), _int(um.get("output_tokens"))
+            return as_int(um.get("input_tokens")), as_int(um.get("output_tokens"))
     return None, None

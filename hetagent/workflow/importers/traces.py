@@ -36,7 +36,7 @@ from pathlib import Path
 from hetagent import configs
 from hetagent.errors import HetagentError, InputError
 from hetagent.workflow.importers.base import Imported
-from hetagent.workflow.importers.common import symbol, tokens_of_text
+from hetagent.workflow.importers.common import symbol, tokens_of_text, unique_id
 from hetagent.workflow.importers.hosted import DEFAULT_PRICE, price_of, vendor_of
 from hetagent.workflow.importers.trace_calls import TraceSet, read_traces
 from hetagent.workflow.importers.trace_formats import read_spans
@@ -150,12 +150,7 @@ class NodeWriter:
         self._warned: set[str] = set()
 
     def new_id(self, base: str) -> str:
-        base = symbol(base) or "node"
-        out, k = base, 2
-        while out in self.ids:
-            out, k = f"{base}_{k}", k + 1
-        self.ids.add(out)
-        return out
+        return unique_id(base, self.ids)
 
     def workflow_nodes(self, blocks: list) -> list[dict]:
         inp = self.new_id("request")
