@@ -32,15 +32,7 @@ OPTIONAL_EXTRAS = {
 }
 
 
-def _self_host(pairs: list[str] | None) -> dict[str, str]:
-    out = {}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise HetagentError(f"--self-host '{pair}': expected HOSTED_MODEL=MODEL_ID, "
-                                "e.g. gpt-4o=llama-3-70b")
-        k, v = pair.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
+from hetagent.workflow.importers.common import parse_self_host as _self_host  # noqa: E402
 
 
 # ---- commands ------------------------------------------------------------------------------------
@@ -58,15 +50,6 @@ def cmd_compile(args) -> None:
 def cmd_schema(args) -> None:
     from hetagent.workflow.model import json_schema
     text = json.dumps(json_schema(), indent=2) + "\n"
-    if args.output:
-        write_output(args.output, text)
-    else:
-        sys.stdout.write(text)
-
-
-def cmd_import(args) -> None:
-    from hetagent.workflow import dify
-    text = dify.to_yaml(args.app, self_host=_self_host(args.self_host))
     if args.output:
         write_output(args.output, text)
     else:
@@ -198,12 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output")
     s.set_defaults(func=cmd_schema)
 
-    i = sub.add_parser("import", help="convert another format to hetagent YAML")
-    i.add_argument("format", choices=["dify"])
-    i.add_argument("app", help="the Dify export (.yml or .json)")
-    i.add_argument("-o", "--output")
-    i.add_argument("--self-host", action="append", metavar="MODEL=ID")
-    i.set_defaults(func=cmd_import)
+    from hetagent.workflow.importers.commands import add_commands as import_commands
+    import_commands(sub)
 
     dv = sub.add_parser("devices", help="the device catalog with cost-efficiency figures")
     dv.add_argument("--catalog", default="default", help="catalog variant (default, paper-2025)")

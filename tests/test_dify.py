@@ -1,4 +1,4 @@
-"""The Dify importer (hetagent.workflow.dify): the 19 shared real exports, a fixture for every form
+"""The Dify importer (hetagent.workflow.importers.dify): the 19 shared real exports, a fixture for every form
 DIFY.md describes that they lack, bad input, --self-host, and `hetagent import dify`."""
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import pytest
 import yaml
 
 from hetagent.errors import WorkflowError
-from hetagent.workflow import dify, loader, safeyaml
+from hetagent.workflow import loader, safeyaml
+from hetagent.workflow.importers import dify, dify_defaults, hosted
+from hetagent.workflow.importers.common import fix_surrogates
 from hetagent.workflow.model import BranchNode, LlmNode, LoopNode, MemorySearchNode
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,7 +56,7 @@ def types_in(path) -> set[str]:
     text = Path(path).read_text(encoding="utf-8")
     data = safeyaml.load(text, str(path)).data
     if set(data) == {"data"}:
-        data = yaml.safe_load(dify._fix_surrogates(data["data"]))
+        data = yaml.safe_load(fix_surrogates(data["data"]))
     nodes = ((data.get("workflow") or {}).get("graph") or {}).get("nodes") or []
     return {(n.get("data") or {}).get("type") for n in nodes} - {None, ""}
 
@@ -78,7 +80,7 @@ def test_shared_export_imports_and_validates(path):
     for n in wf.walk():
         if isinstance(n, LlmNode):  # every hosted model in the 19 files has a listed price
             assert n.hosted is not None and n.hosted.input_usd_per_million > 0
-            assert dify.price_of(n.hosted.model) is not None, n.hosted.model
+            assert hosted.price_of(n.hosted.model) is not None, n.hosted.model
 
 
 @needs_shared
@@ -174,10 +176,10 @@ def test_knowledge_retrieval_v2_and_router():
     ids = by_id(wf)
     v2 = ids["n1750000000001"]
     assert isinstance(v2, MemorySearchNode) and v2.top_k == 6 and v2.rerank
-    assert v2.index_size == 3 * dify.INDEX_SIZE
+    assert v2.index_size == 3 * dify_defaults.INDEX_SIZE
     assert ids["n1750000000002"].inputs == ["n1750000000002_router"]  # single mode, 2 datasets
     assert ids["n1750000000003"].rerank is False  # weighted_score: no cross-encoder
-    assert ids["n1750000000004"].prompt_tokens > dify.CONTEXT_TOKENS + 4 * dify.HISTORY_TOKENS_PER_TURN
+    assert ids["n1750000000004"].prompt_tokens > dify_defaults.CONTEXT_TOKENS + 4 * dify_defaults.HISTORY_TOKENS_PER_TURN
     # data references ({{#id.var#}} in the answer) become inputs; the tool after the answer
     # consumes what the answer consumed
     assert set(ids["answer"].inputs) == {"n1750000000004", "n1750000000002", "n1750000000003"}
@@ -191,9 +193,9 @@ def test_cpu_nodes_assigners_and_http():
     for nid in ("dx", "lo", "tt", "cd", "va", "vo", "a1", "a2"):
         assert ids[nid].kind == "code", nid
     assert ids["dx"].cpu_ms == 50 and ids["tt"].cpu_ms == 20
-    assert ids["hr"].kind == "tool" and ids["hr"].latency_ms == dify.HTTP_LATENCY_MS
+    assert ids["hr"].kind == "tool" and ids["hr"].latency_ms == dify_defaults.HTTP_LATENCY_MS
     assert set(ids["va"].inputs) == {"tt", "hr"}
-    assert ids["s"].bytes == dify.FILE_BYTES
+    assert ids["s"].bytes == dify_defaults.FILE_BYTES
 
 
 def test_if_else_010_top_level_conditions():
@@ -251,7 +253,7 @@ def test_unknown_hosted_model_gets_default_price_with_warning():
     with pytest.warns(DifyImportWarning, match="qwen2.5:7b.*no known price"):
         wf = loader.load(FIX / "unknown_type.yml")
     llm = by_id(wf)["l"]
-    assert (llm.hosted.input_usd_per_million, llm.hosted.output_usd_per_million) == dify.DEFAULT_PRICE
+    assert (llm.hosted.input_usd_per_million, llm.hosted.output_usd_per_million) == hosted.DEFAULT_PRICE
 
 
 def test_dsl_06_version_accepted_newer_warned(tmp_path):

@@ -3,7 +3,7 @@
     wf = load("configs/workflows/voice_agent.yaml")
 
 A Dify export (YAML or the JSON API wrapper) is recognised by its content and imported
-(hetagent.workflow.dify). Validation beyond the schema: unique ids, references that resolve within
+(hetagent.workflow.importers.dify). Validation beyond the schema: unique ids, references that resolve within
 their scope, no cycle outside a loop, known model ids, branch probabilities summing to 1, sub-agent
 files that exist and do not include themselves.
 """
@@ -34,7 +34,7 @@ def loads(text: str, *, file: str = "<string>", base_dir: Path | None = None, co
           self_host: dict[str, str] | None = None, _stack: tuple = ()) -> Workflow:
     located = safeyaml.load(text, file)
     data = located.data
-    from hetagent.workflow import dify  # the importer is a front end beside this loader
+    from hetagent.workflow.importers import dify  # the importer is a front end beside this loader
     if dify.is_dify(data):
         data, located = dify.to_native(located, self_host=self_host or {})
         text = None

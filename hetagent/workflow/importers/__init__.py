@@ -1,0 +1,1 @@
+"""Importers: workflows from where agents live (Dify exports, LangGraph programs, recorded traces)."""
