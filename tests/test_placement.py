@@ -62,7 +62,7 @@ def test_table3_reproduces_exactly():
     text = format_plan(plan)
     assert "120.0 ms" in text and "$0.095" in text
     d = json.loads(plan.dumps())
-    assert set(d) == {"version", "workflows", "fleet", "pools", "placements", "predicted", "tco", "baselines",
+    assert set(d) == {"version", "workflows", "fleet", "pools", "deployment", "placements", "predicted", "tco", "baselines",
                       "solver", "ir", "inputs"}
     assert set(d["placements"][0]) == {"operator", "kind", "device", "tp", "pp", "batch", "replicas",
                                        "precision", "latency_ms", "bound", "pool"}
@@ -178,7 +178,7 @@ def test_plan_not_worse_than_best_baseline():
         assert feas, sla
         assert plan.tco["per_hour"] <= min(feas) + 1e-9
         assert plan.predicted["end_to_end_ms"] <= sla + 1e-6
-        assert sum(v for b in plan.tco["breakdown"].values() for v in b.values()) == pytest.approx(plan.tco["per_hour"])
+        assert sum(b[k] for b in plan.tco["breakdown"].values() for k in ("capex", "power", "opex")) == pytest.approx(plan.tco["per_hour"])
 
 
 # ---------------------------------------------------------------- (4) explanations

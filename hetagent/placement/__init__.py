@@ -156,7 +156,7 @@ def build_problem(graphs, cost_tables, fleet=None, tco_params=None, catalog=None
     return milp.Problem(graphs, tables, _hour_costs(priced, catalog, tco_params, mode, profiles, hour_costs),
                         caps, allowed, transfer or _transfer_fn(catalog, profiles), mem, cpus,
                         soft_sla_penalty, objective, owned={d: n for d, n in owned.items() if d in devices},
-                        owned_hour_cost=owned_cost, cache={} if cache is None else cache)
+                        owned_hour_cost=owned_cost, cache={} if cache is None else cache, mode=mode)
 
 
 def place(graphs, cost_tables=None, fleet=None, tco_params=None, catalog=None, *, sla_ms=None, rate=None,
@@ -231,9 +231,18 @@ def pools_of(pb: milp.Problem, out, catalog=None) -> tuple[list[Pool], dict]:
 
 
 def plan_from(pb: milp.Problem, out, baselines=(), ir="", inputs=None, catalog=None) -> Plan:
+    from hetagent.placement.assign import assign
+    from hetagent.placement.servers import bill, device_counts
     ev, multi = out.evaluation, len(pb.graphs) > 1
     qual = (lambda gi, n: f"{pb.graphs[gi].workflow}/{n}") if multi else (lambda gi, n: n)
     pools, pool_id = pools_of(pb, out, catalog)
+    deployment, used = assign(pb, out.prep, out.choice, ev.servers, pool_id, pb.mode)
+    if used != ev.servers:           # the layout needed more servers than the MILP's rows said: bill them
+        extra, total = bill(pb, used)
+        ev.per_hour += total - bill(pb, ev.servers)[1]
+        ev.breakdown.update(extra)
+        ev.counts = device_counts(pb, used)
+        ev.servers = used
     placements, per_stage = [], {}
     for gi, g in enumerate(pb.graphs):
         for op in milp.topo_order_ops(g):
@@ -267,4 +276,4 @@ def plan_from(pb: milp.Problem, out, baselines=(), ir="", inputs=None, catalog=N
                  "p50_ms": None, "p95_ms": None, "p99_ms": None, "validated": None}
     fleet = {d: n for d, n in sorted(ev.counts.items()) if n > 0}
     return Plan([g.workflow for g in pb.graphs], fleet, placements, predicted, tco, list(baselines),
-                out.info.to_json(), ir, dict(inputs or {}), pools=pools)
+                out.info.to_json(), ir, dict(inputs or {}), pools=pools, deployment=deployment)

@@ -42,6 +42,7 @@ from hetagent.costmodel import serving
 from hetagent.costmodel.operators import CPU_ONLY_KINDS, LLM_KINDS, MOE_KINDS
 from hetagent.costmodel.types import DeviceOption
 from hetagent.ir.opgraph import OpGraph
+from hetagent.placement import servers
 
 KV = "llm.kv_transfer"
 TransferFn = Callable[[str, str, str, float, float], tuple[float, float]]
@@ -65,6 +66,9 @@ class Problem:
     owned: dict = field(default_factory=dict)   # device -> units already owned (buy mode: capex sunk)
     owned_hour_cost: dict = field(default_factory=dict)  # device -> {capex, power, opex, total} of those
     cache: dict = field(default_factory=dict, repr=False, compare=False)  # shared by solves of these tables
+    offers: dict = field(default_factory=dict)  # server / instance shapes (servers.ServerOffer); {}: one per device
+    cores: dict = field(default_factory=dict)   # CPU kind -> cores per socket (host cores for CPU-side pools)
+    mode: str = "buy"                           # buy | rent | owned (plan.json's deployment.mode)
 
 
 # ------------------------------------------------------------------------------------------ pools
@@ -398,7 +402,7 @@ def _edges(pb: Problem, groups, options, member_of, trans) -> list:
 class Model:
     prob: pulp.LpProblem
     z: dict             # PoolOption -> var
-    n: dict             # device -> var
+    n: dict             # server offer id -> var (servers.add_rows)
     E: dict             # g -> var
     slack: dict         # g -> var
     prep: Prepared
@@ -421,17 +425,12 @@ def build(pb: Problem, prep: Prepared, use_caps: bool = True) -> Model:
     timed = pb.objective != "offline"
     sla_graphs = {gi for gi, g in enumerate(pb.graphs)
                   if timed and (g.sla_ms is not None or pb.objective == "makespan")}
-    use: dict = {}            # device -> [(devices, var)]
-    mem: dict = {}            # CPU device -> [(GB, var)]
     Y: dict = {}              # (pool, phase, device) -> [vars]
     for gid in sorted(prep.options):
         grp, opts = prep.groups[gid], prep.options[gid]
         for o in opts:
             v = prob.add_variable(f"z_{len(z)}", cat="Binary")
             z[o] = v
-            use.setdefault(o.device, []).append((o.devices, v))
-            if o.cpu and o.load.memory_gb > 0:
-                mem.setdefault(o.device, []).append((o.memory_total_gb, v))
             if o.load.price_per_hour:
                 cost.append((v, o.load.price_per_hour))
             for ph in o.phases:
@@ -452,23 +451,7 @@ def build(pb: Problem, prep: Prepared, use_caps: bool = True) -> Model:
             var = prob.add_variable(f"L_{len(L)}", lowBound=0)
             prob += pulp.LpConstraint(_lin([(var, -1)] + terms), pulp.LpConstraintEQ, rhs=0)
             L[(gid, cid)] = var
-    n = {}
-    for d in sorted(use):
-        cap = pb.caps.get(d) if use_caps else None
-        n[d] = prob.add_variable(f"n_{len(n)}", lowBound=0, upBound=cap, cat="Integer")
-        _ge(prob, [(n[d], 1)] + [(v, -s) for s, v in use[d]])
-        if pb.memory_gb.get(d) and d in mem:
-            _ge(prob, [(n[d], pb.memory_gb[d])] + [(v, -m) for m, v in mem[d]])
-        hc = pb.hour_cost.get(d, {}).get("total", 0.0)
-        own = pb.owned.get(d, 0)
-        if own:       # the first `own` units cost only what owning them costs (power, opex)
-            k = prob.add_variable(f"bought_{len(n)}", lowBound=0)
-            _ge(prob, [(k, 1), (n[d], -1)], -own)        # k >= n - own: units beyond the owned are bought
-            cost.append((k, hc))
-            cost.append((n[d], pb.owned_hour_cost.get(d, {}).get("total", 0.0)))
-            cost.append((k, -pb.owned_hour_cost.get(d, {}).get("total", 0.0)))
-        elif hc:
-            cost.append((n[d], hc))
+    n = servers.add_rows(prob, pb, z, cost, use_caps, cores_of=lambda c: pb.cores.get(c, 1.0))
     ind: dict = {}            # (pool, phase, device) -> indicator (a variable or an expression's var)
 
     def y(gi, op, d):
@@ -553,6 +536,11 @@ def choice_of(m: Model) -> dict:
     return out
 
 
+def servers_of(m: Model) -> dict:
+    """{server offer id: count} read from a solved model."""
+    return {oid: int(round(v.varValue or 0)) for oid, v in m.n.items() if (v.varValue or 0) > 0.5}
+
+
 # --- evaluation of a given choice (independent of the solver) -------------------------------------
 
 @dataclass
@@ -560,10 +548,11 @@ class Evaluation:
     end_to_end_ms: list[float]                 # per graph, SLA-path latency with transfers
     op_ms: dict                                # (g, op) -> latency ms (kv transfers: their link time)
     critical: list[list]                       # per graph: operators on the critical path
-    counts: dict                               # device -> devices needed
+    counts: dict                               # device -> devices in the servers (plan.json's fleet)
     placed: dict                               # (g, op) -> PoolOption serving it
-    breakdown: dict                            # device -> {capex, power, opex} $/hour
+    breakdown: dict                            # device -> {capex, power, opex, accelerators, ..., servers}
     per_hour: float
+    servers: dict = field(default_factory=dict)  # server offer id -> count
 
 
 def option_of(prep: Prepared, choice: dict, gi: int, op: str):
@@ -571,13 +560,13 @@ def option_of(prep: Prepared, choice: dict, gi: int, op: str):
     return None if m is None else choice.get((m[0], m[2]))
 
 
-def evaluate(pb: Problem, prep: Prepared, choice: dict) -> Evaluation:
+def evaluate(pb: Problem, prep: Prepared, choice: dict, servers_chosen: dict | None = None) -> Evaluation:
+    """Latencies, critical paths, servers, fleet and bill of a choice. servers_chosen: {offer id: count}
+    (the solver's); without it the cheapest servers that hold the choice."""
     op_ms, placed = {}, {}
-    share, mem, usage = {}, {}, {}
-    for o in dict.fromkeys(choice.values()):
-        share[o.device] = share.get(o.device, 0.0) + o.devices
-        if o.cpu:
-            mem[o.device] = mem.get(o.device, 0.0) + o.memory_total_gb
+    usage = {}
+    chosen = list(dict.fromkeys(choice.values()))
+    for o in chosen:
         if o.load.price_per_hour:
             usage[o.device] = usage.get(o.device, 0.0) + o.load.price_per_hour
     for gi, g in enumerate(pb.graphs):
@@ -600,21 +589,15 @@ def evaluate(pb: Problem, prep: Prepared, choice: dict) -> Evaluation:
     for gi, g in enumerate(pb.graphs):
         for k in prep.transparent[gi]:
             op_ms.setdefault((gi, k), 0.0)
-    counts = {}
-    for d in share:
-        need = math.ceil(share[d] - 1e-9)
-        if d in mem and pb.memory_gb.get(d):
-            need = max(need, math.ceil(mem[d] / pb.memory_gb[d] - 1e-9))
-        counts[d] = max(need, 1)
-    breakdown, per_hour = {}, sum(usage.values())
-    for d in sorted(set(counts) | set(usage)):
-        k = counts.get(d, 0)
-        own = min(k, pb.owned.get(d, 0))
-        hc, ho = pb.hour_cost.get(d, {}), pb.owned_hour_cost.get(d, {})
-        part = {f: (k - own) * hc.get(f, 0.0) + own * ho.get(f, 0.0) for f in ("capex", "power", "opex")}
-        part["opex"] += usage.get(d, 0.0)
-        breakdown[d] = part
-        per_hour += (k - own) * hc.get("total", 0.0) + own * ho.get("total", 0.0)
+    if servers_chosen is None:
+        servers_chosen = servers.cheapest(pb, chosen, cores_of=lambda c: pb.cores.get(c, 1.0))
+    counts = servers.device_counts(pb, servers_chosen)
+    breakdown, per_hour = servers.bill(pb, servers_chosen)
+    for d, u in usage.items():
+        row = breakdown.setdefault(d, {k: 0.0 for k in ("capex", "power", "opex", *servers.BILL_PARTS)}
+                                   | {"servers": 0})
+        row["opex"] += u
+        per_hour += u
     e2e, crit = [], []
     for gi, g in enumerate(pb.graphs):
         fin, arg = {}, {}
@@ -640,7 +623,7 @@ def evaluate(pb: Problem, prep: Prepared, choice: dict) -> Evaluation:
             path.append(cur)
             cur = arg[cur]
         crit.append(path[::-1])
-    return Evaluation(e2e, op_ms, crit, counts, placed, breakdown, per_hour)
+    return Evaluation(e2e, op_ms, crit, counts, placed, breakdown, per_hour, dict(servers_chosen))
 
 
 def topo_order(g: OpGraph) -> list[str]:

@@ -91,11 +91,12 @@ class Plan:
     inputs: dict = field(default_factory=dict)
     version: int = VERSION
     pools: list[Pool] = field(default_factory=list)
+    deployment: dict = field(default_factory=dict)   # {mode, servers: [...]}: every replica on a device
     validation: dict | None = field(default=None, repr=False, compare=False)  # api.validate_plan's result
 
     def to_json(self) -> dict:
         return {"version": self.version, "workflows": list(self.workflows), "fleet": dict(self.fleet),
-                "pools": [asdict(p) for p in self.pools],
+                "pools": [asdict(p) for p in self.pools], "deployment": self.deployment,
                 "placements": [asdict(p) for p in self.placements], "predicted": self.predicted,
                 "tco": self.tco, "baselines": [b.to_json() for b in self.baselines],
                 "solver": self.solver, "ir": self.ir, "inputs": self.inputs}
@@ -115,7 +116,7 @@ class Plan:
                        validated=b.get("validated")) for b in d.get("baselines", [])]
         return cls(d["workflows"], d["fleet"], [Placement(**p) for p in d["placements"]], d["predicted"],
                    d["tco"], bl, d.get("solver", {}), d.get("ir", ""), d.get("inputs", {}), d["version"],
-                   [Pool(**p) for p in d.get("pools") or []])
+                   [Pool(**p) for p in d.get("pools") or []], d.get("deployment") or {})
 
 
 def _money(v):

@@ -164,4 +164,4 @@ def solve_problem(pb, restrict=None, time_limit_s: float = 30, gap: float = 1e-4
     if info.status not in ("optimal", "feasible"):
         return Outcome(info, {}, None, prep, model)
     choice = milp.choice_of(model)
-    return Outcome(info, choice, milp.evaluate(pb, prep, choice), prep, model)
+    return Outcome(info, choice, milp.evaluate(pb, prep, choice, milp.servers_of(model)), prep, model)
