@@ -84,7 +84,8 @@ def run_setting(cat_name, cat, tco, model, prec, pin, pout, sla, time_limit=10.0
     tab = table(g, cat, prec, model)
     hc = {d: dict(device_hour_cost(cat[d], tco, "buy")) for d in DEVICES}
     pb = build_problem(g, tab, {"mode": "buy", "devices": {d: {} for d in DEVICES}}, tco, cat,
-                       objective="offline" if sla == "offline" else "tco", hour_costs=hc)
+                       objective="offline" if sla == "offline" else "tco", hour_costs=hc,
+                       cross_vendor_kv=True)      # the paper's pairs cross vendors (B200::Gaudi3)
     toks = RATE * 3600 * (pin + pout)
     rows = []
     for x in DEVICES:

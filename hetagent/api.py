@@ -18,7 +18,7 @@ from hetagent.workflow import loader
 from hetagent.workflow.builder import WorkflowBuilder
 from hetagent.workflow.model import Workflow
 
-__all__ = ["load", "compile", "to_mlir", "parse_mlir", "operator_graph", "estimate", "cost", "plan",
+__all__ = ["load", "compile", "to_mlir", "parse_mlir", "operator_graph", "estimate", "cost", "plan", "max_rate",
            "sweep_sla", "report", "run", "simulate", "validate_plan", "Client", "WorkflowBuilder", "Workflow", "DEFAULT_PIPELINE"]
 
 
@@ -52,20 +52,22 @@ MAX_HEADROOM_ROUNDS = 6
 def plan(workflows, *, fleet=None, tco="default", catalog=None, profiles=None, rate=None,
          sla_ms=None, precisions=None, objective="tco", soft_sla_penalty=None,
          time_limit_s=30.0, gap=1e-4, validate: bool = True, validate_seed: int = 0,
-         validate_requests: int = VALIDATION_REQUESTS, log=None):
+         validate_requests: int = VALIDATION_REQUESTS, log=None, cross_vendor_kv: bool = False):
     """Place one or more workflows (paths, Workflows or compiled .mlir paths) on one fleet, then check
     the plan by simulation and re-plan with headroom until its SLA percentile holds (validate=False
     skips that).
 
     fleet: a fleet name or file (configs/fleets; default: every catalog device may be bought);
     tco: a TCO name or file; profiles: a measured-profiles file overriding the cost model;
-    precisions: LLM precisions allowed (default: fp16 and bf16, no quantization).
+    precisions: LLM precisions allowed (default: fp16 and bf16, no quantization);
+    cross_vendor_kv: let an LLM's prefill and decode pools sit on two vendors' devices (no serving
+    engine moves a KV cache across vendors today; off by default).
     Returns a hetagent.placement.Plan (`plan.validation`: what validate_plan found, or None); raises
     PlacementError explaining why when no plan exists."""
     from hetagent.placement.pipeline import plan_sources
     kw = dict(fleet=fleet, tco=tco, catalog=catalog, profiles=profiles, rate=rate, sla_ms=sla_ms,
               precisions=precisions, objective=objective, soft_sla_penalty=soft_sla_penalty,
-              time_limit_s=time_limit_s, gap=gap)
+              time_limit_s=time_limit_s, gap=gap, cross_vendor_kv=cross_vendor_kv)
     if not validate or objective == "offline" or profiles is not None:
         return plan_sources(workflows, **kw)
     return validate_plan(workflows, seed=validate_seed, requests=validate_requests, plan_kwargs=kw,
@@ -158,7 +160,7 @@ def simulate(plan, **kwargs) -> dict:
 def validate_plan(workflows, given=None, *, seed: int = 0, requests: int = VALIDATION_REQUESTS,
                   seeds: int = VALIDATION_SEEDS, duration_s: float | None = None, arrivals: str = "poisson",
                   arrival_params: dict | None = None, max_rounds: int = MAX_HEADROOM_ROUNDS,
-                  plan_kwargs: dict | None = None, log=None) -> dict:
+                  plan_kwargs: dict | None = None, log=None, prepared=None) -> dict:
     """Simulate a plan (`seeds` runs of `requests` arrivals, or `duration_s` seconds, per workflow); while
     its SLA percentile fails, re-plan with more headroom. The plan holds when every run meets the
     percentile and the runs' pooled percentile is VALIDATION_MARGIN under the SLA, so that a fresh
@@ -175,14 +177,16 @@ def validate_plan(workflows, given=None, *, seed: int = 0, requests: int = VALID
     {seed, seeds, requests, duration_s, holds}; meets_sla says whether it holds.
     Returns {"plan", "holds", "sla_ms", "rate", "rounds": [{sla_planned_ms, rate_planned, per_hour,
     predicted_ms, simulated_ms, attainment, meets, headroom}], "headroom_cost_per_hour",
-    "headroom_cost_fraction", "simulation": the first run of the final plan}."""
+    "headroom_cost_fraction", "simulation": the first run of the final plan}. prepared: a
+    placement.pipeline.Planning of the same workflows and fleet, to skip pricing them again."""
     import sys
     from hetagent.errors import PlacementError
     from hetagent.placement.pipeline import plan_planning, planning_inputs
     from hetagent.simulator.commands import _ms
     kw = dict(plan_kwargs or {})
-    prepared = planning_inputs(workflows, *(kw.pop(k, d) for k, d in (
-        ("fleet", None), ("tco", "default"), ("catalog", None), ("profiles", None), ("precisions", None))))
+    given_inputs = tuple(kw.pop(k, d) for k, d in (("fleet", None), ("tco", "default"), ("catalog", None),
+                                                   ("profiles", None), ("precisions", None)))
+    prepared = prepared if prepared is not None else planning_inputs(workflows, *given_inputs)
     say = log or (lambda s: print(s, file=sys.stderr))
     head = {"sla_factor": 1.0, "rate_factor": 1.0}
     # rounds solve without the homogeneous baselines (15 more solves); the final plan gets them
@@ -229,6 +233,121 @@ def validate_plan(workflows, given=None, *, seed: int = 0, requests: int = VALID
            "headroom": dict(used or {}), "simulation": check["first"]}
     current.validation = out
     return out
+
+
+def max_rate(workflows, *, fleet, tco="default", catalog=None, precisions=None, sla_ms=None,
+             objective="tco", time_limit_s=30.0, gap=1e-4, cross_vendor_kv=False, tolerance=0.02,
+             validate: bool = True, validate_seed: int = 0, validate_requests: int = VALIDATION_REQUESTS,
+             log=None) -> dict:
+    """The highest request rate an inventory serves within the SLA, and what binds beyond it.
+
+    Bisects the planner's feasibility on the fleet (its owned or max counts cap every server shape) to
+    `tolerance`, then validates the plan at that rate by simulation (with headroom rounds, within the
+    inventory), stepping down 5% at a time while its percentile fails. Returns {"rate_rps", "plan" (a Plan at that rate), "binding" (why the next
+    rate up has no plan: the pool, the device or server, what is short), "probes": [{rate_rps,
+    feasible}]}. A fleet without any cap (everything may be bought) has no such rate: PlacementError."""
+    import sys
+    from hetagent.errors import PlacementError
+    from hetagent.placement.pipeline import plan_planning, planning_inputs
+    say = log or (lambda s: print(s, file=sys.stderr))
+    prepared = planning_inputs(workflows, fleet, tco, catalog, None, precisions)
+    caps = getattr(prepared.fleet, "devices", "all")
+    if prepared.fleet is None or caps == "all" or not any((e.max_count is not None) or e.owned
+                                                          for e in caps):
+        raise PlacementError("--max-rate needs a fleet with an inventory: give its devices `owned:` or "
+                             "`max_count:` counts (a fleet that may buy anything serves any rate)")
+    kw = dict(sla_ms=sla_ms, objective=objective, time_limit_s=time_limit_s, gap=gap,
+              cross_vendor_kv=cross_vendor_kv)
+    probes = []
+
+    def attempt(r):
+        try:
+            p = plan_planning(prepared, rate=r, with_baselines=False, **kw)
+            probes.append({"rate_rps": r, "feasible": True})
+            return p, None
+        except PlacementError as e:
+            probes.append({"rate_rps": r, "feasible": False})
+            return None, str(e)
+
+    base = prepared.graphs[0].rate_rps
+    lo, hi, why, best = None, None, None, None
+    r = base
+    for _ in range(40):                         # bracket: double up from a rate that fits, or halve down
+        p, err = attempt(r)
+        if p is not None:
+            lo, best = r, p
+            if hi is not None:
+                break
+            r *= 2.0
+        else:
+            hi, why = r, err
+            if lo is not None:
+                break
+            r /= 2.0
+    if lo is None:
+        raise PlacementError(f"the fleet serves no rate down to {r:.3g} requests/s within the SLA: {why}")
+    if hi is None:
+        raise PlacementError(f"the fleet still serves {lo:.3g} requests/s: its inventory does not bind")
+    while hi / lo - 1.0 > tolerance:
+        mid = (lo * hi) ** 0.5
+        p, err = attempt(mid)
+        if p is not None:
+            lo, best = mid, p
+        else:
+            hi, why = mid, err
+    say(f"max-rate: the planner fits {lo:.4g} requests/s; at {hi:.4g}: {why}")
+    if validate:              # the same bisection on whether the plan's percentile holds in simulation
+        def holds(r):
+            v = validate_plan(workflows, None, seed=validate_seed, requests=validate_requests,
+                              plan_kwargs=dict(kw, fleet=fleet, tco=tco, catalog=catalog, precisions=precisions,
+                                               rate=r), prepared=prepared, log=lambda s: None)
+            probes.append({"rate_rps": r, "feasible": True, "holds": v["holds"]})
+            if not v["holds"]:
+                hot = _hottest_pool(v["simulation"])
+                failed[r] = (f"at {r:.4g} requests/s the SLA percentile does not hold in simulation"
+                             + (f": {hot}" if hot else ""))
+            return v["plan"] if v["holds"] else None
+        failed: dict = {}
+        good = holds(lo)
+        if good is None:
+            top, why = lo, failed[lo]
+            bottom = lo / 2.0
+            while (good := holds(bottom)) is None:
+                top, bottom = bottom, bottom / 2.0
+                if bottom < lo / 64:
+                    raise PlacementError(f"no rate down to {bottom:.3g} requests/s holds the SLA percentile in "
+                                         "simulation on this fleet")
+            lo, best = bottom, good
+            while top / lo - 1.0 > max(tolerance, 0.05):
+                mid = (lo * top) ** 0.5
+                got = holds(mid)
+                if got is not None:
+                    lo, best = mid, got
+                else:
+                    top, why = mid, failed[mid]
+        else:
+            best = good
+        say(f"max-rate: {lo:.4g} requests/s holds in simulation")
+    return {"rate_rps": lo, "plan": best, "binding": why, "probes": probes}
+
+
+def _hottest_pool(sim: dict) -> str | None:
+    """What a failing simulation shows binding, in words: the pool requests wait longest for, or, when
+    nobody waits, the operator whose time at its batch is longest at the 95th percentile."""
+    pools = sim.get("pools") or {}
+    waits = [(p.get("mean_wait_ms") or 0.0, name, p) for name, p in pools.items()]
+    if waits:
+        w, name, p = max(waits, key=lambda t: (t[0], t[1]))
+        if w >= 1.0:
+            util = f", busy {p['utilization']:.0%} of the time" if p.get("utilization") is not None else ""
+            return f"requests wait {w:.0f} ms on average for pool '{name}' ({p['device']}{util})"
+    stages = sim.get("stages") or {}
+    if not stages:
+        return None
+    op, st = max(stages.items(), key=lambda kv: (kv[1].get("p95") or 0.0, kv[0]))
+    pool = next((n for n, p in pools.items() if op in (p.get("operators") or [])), None)
+    return (f"no pool queues; '{op}' takes {st.get('p95') or 0:.0f} ms at p95"
+            + (f" on pool '{pool}'" if pool else "") + " at the batch its load fills")
 
 
 def _validate_baselines(plan_, seed, requests, duration_s, arrivals, arrival_params) -> None:

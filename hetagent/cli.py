@@ -124,7 +124,28 @@ def cmd_plan(args) -> None:
             sys.stdout.write("\n".join(lines) + "\n")
         return
     plan_kwargs = dict(kwargs, sla_ms=args.sla_ms, objective=args.objective,
-                       soft_sla_penalty=args.soft_sla_penalty)
+                       soft_sla_penalty=args.soft_sla_penalty, cross_vendor_kv=args.cross_vendor_kv)
+    if args.max_rate:
+        if args.fleet is None:
+            raise HetagentError("--max-rate needs --fleet: the inventory whose highest rate you want")
+        got = api.max_rate(args.workflows, fleet=args.fleet, tco=args.tco, catalog=args.catalog,
+                           precisions=kwargs["precisions"], sla_ms=args.sla_ms, objective=args.objective,
+                           time_limit_s=args.time_limit, gap=args.gap, cross_vendor_kv=args.cross_vendor_kv,
+                           validate=not args.no_validate, validate_seed=args.validate_seed,
+                           validate_requests=args.validate_requests)
+        doc = got["plan"].to_json()
+        doc["max_rate"] = {"rate_rps": got["rate_rps"], "binding": got["binding"], "probes": got["probes"]}
+        if args.output:
+            write_output(args.output, json.dumps(doc, indent=1) + "\n")
+        if args.json:
+            print_json(doc)
+        else:
+            sys.stdout.write(format_plan(got["plan"]).rstrip("\n") + "\n")
+            sys.stdout.write(f"highest rate meeting the SLA on this fleet: {got['rate_rps']:.4g} requests/s "
+                             f"({len(got['probes'])} plans tried)\nabove it: {got['binding']}\n")
+            if args.output:
+                sys.stdout.write(f"wrote {args.output}\n")
+        return
     plan = api.plan(args.workflows, **plan_kwargs, validate=not args.no_validate,
                     validate_seed=args.validate_seed, validate_requests=args.validate_requests)
     validation = plan.validation
@@ -226,6 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="make the SLA soft: $ per hour per ms of violation")
     pl.add_argument("--time-limit", type=float, default=30.0, help="solver time limit in seconds")
     pl.add_argument("--gap", type=float, default=1e-4, help="relative optimality gap to stop at")
+    pl.add_argument("--cross-vendor-kv", action="store_true",
+                    help="allow an LLM's prefill and decode pools on two vendors' devices, the KV cache "
+                         "crossing between them (no serving engine offers it today; off by default)")
+    pl.add_argument("--max-rate", action="store_true",
+                    help="with --fleet of owned or capped devices: the highest request rate meeting the SLA, "
+                         "and the pool that binds above it")
     pl.add_argument("--sweep-sla", action="store_true", help="trace the TCO-versus-SLA Pareto curve")
     pl.add_argument("--points", type=int, default=8, help="points on the --sweep-sla curve")
     pl.add_argument("-o", "--output", help="write plan.json here")

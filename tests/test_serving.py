@@ -31,25 +31,33 @@ def test_erlang_c_known_values():
     assert erlang_c(10, 0.1) < 1e-10 and erlang_c(3, 3.0) == 1.0
 
 
-def test_compute_bound_engine_reproduces_processor_sharing():
-    """T(m) = f + m t1 (time linear in the batch): n = lambda f / (1 - rho), latency f / (1 - rho)."""
-    f, t1, lam = 20.0, 10.0, 50.0                       # ms, ms, per second: rho = 0.5
-    got = engine_load([member("a", lambda b: f + b * t1, lam)], "single", 1)
+def test_compute_bound_engine_is_a_single_server_queue():
+    """T(m) = m t1 (batching buys nothing): the birth-death engine is M/M/1, N = rho / (1 - rho); the
+    latency keeps the deterministic service's wait (Pollaczek-Khinchine, M/D/1): T + rho T / (2 (1 - rho))."""
+    t1, lam = 10.0, 50.0                                  # ms, per second: rho = 0.5
+    got = engine_load([member("a", lambda b: b * t1, lam)], "single", 1)
     rho = lam * t1 / 1e3
-    assert got.concurrency == pytest.approx(lam * f / 1e3 / (1 - rho), rel=1e-4)
-    assert got.batch == math.ceil(got.concurrency)
-    assert got.latency_ms["a"] == pytest.approx(f + got.batch * t1)      # read at the rounded-up batch
-    assert got.wait_ms == pytest.approx(0.0, abs=1e-6)                   # far from the 256 slots
+    assert got.concurrency == pytest.approx(rho / (1 - rho), rel=1e-6)
+    assert got.batch == 1
+    assert got.latency_ms["a"] == pytest.approx(t1 + rho * t1 / (2 * (1 - rho)), rel=1e-6)
+    assert got.utilization == pytest.approx(rho, rel=1e-6)
 
 
-def test_memory_bound_decode_batch_is_load_times_time():
-    """A decode step that barely grows with the batch: n ~ lambda x T; at 10 req/s and 0.5 s, 5 in flight."""
-    got = engine_load([member("d", lambda b: 500.0 + 0.5 * b, 10.0, "decode", out=64)], "decode", 1)
-    assert 5.0 < got.concurrency < 5.1 and got.batch == 6
-    assert got.tbt_ms == pytest.approx((500.0 + 0.5 * 6) / 64)             # no attention breakdown: mean step
-    # never priced at a batch the load cannot fill: ten times the replicas, one request each
-    ten = engine_load([member("d", lambda b: 500.0 + 0.5 * b, 10.0, "decode", out=64)], "decode", 10)
-    assert ten.batch == 1 and ten.latency_ms["d"] == pytest.approx(500.5)
+def test_birth_death_matches_a_direct_computation():
+    """T(m) = 20 + 10 m ms at 50 requests/s: the stationary distribution summed by hand."""
+    f, t1, lam = 20.0, 10.0, 50.0
+    got = engine_load([member("a", lambda b: f + b * t1, lam)], "single", 1)
+    p, norm, mean = 1.0, 1.0, 0.0
+    for n in range(1, 257):
+        p *= lam / (n / ((f + n * t1) / 1e3))
+        norm += p
+        mean += n * p
+    mu = 256 / ((f + 256 * t1) / 1e3)          # beyond 256 slots the engine completes a full batch's rate
+    q = lam / mu
+    norm += p * q / (1 - q)
+    mean += p * (256 * q / (1 - q) + q / (1 - q) ** 2)
+    assert got.concurrency == pytest.approx(mean / norm, rel=1e-9)
+    assert got.batch == math.ceil(mean / norm - 1e-9)
 
 
 def test_overload_is_refused_with_a_reason():
@@ -61,14 +69,16 @@ def test_overload_is_refused_with_a_reason():
     assert lat == sorted(lat, reverse=True) and len(loads) <= serving.MAX_REPLICA_CANDIDATES
 
 
-def test_queueing_beyond_the_slots_is_erlang_c():
-    """One slot (an engine that serves one request at a time): the M/M/1 wait rho / (1 - rho) x T."""
+def test_queueing_beyond_the_slots():
+    """One slot (an engine that serves one request at a time, llama.cpp on a CPU): beyond it requests
+    wait in line; with deterministic service the M/D/1 wait rho T / (2 (1 - rho))."""
     one = OpCost(100.0, 10.0, 1.0, 100, "compute")
     got = engine_load([Member("a", Operator("a", "llm.decode", {"output_tokens": 1}), 6.0, "decode",
                               ((1, one),))], "decode", 1)
-    assert got.max_batch == 1 and got.batch == 1
-    assert got.wait_ms == pytest.approx(0.6 / 0.4 * 100.0)
-    assert got.latency_ms["a"] == pytest.approx(100.0 + 150.0)
+    assert got.max_batch == 1 and got.batch == 1            # 1.5 in the engine on average, one served
+    assert got.concurrency == pytest.approx(0.6 / 0.4)
+    assert got.wait_ms == pytest.approx(0.6 * 100.0 / (2 * 0.4))
+    assert got.latency_ms["a"] == pytest.approx(100.0 + 75.0)
 
 
 def test_colocated_decode_is_slowed_by_the_prefill_share():
@@ -78,7 +88,7 @@ def test_colocated_decode_is_slowed_by_the_prefill_share():
     both = engine_load([pre, dec], "colocated", 1)
     rho_p = 5.0 * 0.040
     assert both.latency_ms["d"] > alone.latency_ms["d"] * (1 / (1 - rho_p)) * 0.99
-    assert both.latency_ms["p"] > 40.0 / (1 - rho_p)                 # waits on other prompts, joins a step
+    assert both.latency_ms["p"] > 40.0 + (40.0 / (1 - rho_p) - 40.0) / 2   # waits on other prompts, joins a step
     assert isinstance(engine_load([member("p", lambda b: 40.0 * b, 30.0, "prefill"), dec], "colocated", 1), str)
 
 

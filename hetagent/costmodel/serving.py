@@ -141,9 +141,9 @@ def _worst_step_ms(member, c, m: float) -> float:
 
 # ----------------------------------------------------------------------------------------- engines
 class Grid:
-    """Members' latencies on their common micro-batches, as arrays: the fixed point and the latencies at a
-    batch are then a few vector operations, whatever the replica count (replica_candidates builds one per
-    configuration and evaluates every replica count on it)."""
+    """Members' latencies on their common micro-batches, as arrays: the engine's queue and the latencies
+    at a batch are then a few vector operations, whatever the replica count (replica_candidates builds
+    one per configuration and evaluates every replica count on it)."""
 
     def __init__(self, members):
         self.members = list(members)
@@ -153,20 +153,41 @@ class Grid:
         self.batches = np.array(bs, dtype=float)
         self.lat_s = np.array([[at_batch(m.curve, b)[0] / 1e3 for b in bs] for m in self.members])
         self.loads = np.array([m.load_rps for m in self.members])
+        self._service: dict = {}
 
-    def fixed_point(self, scale: float, pp: int) -> float | None:
-        """Smallest n with n = scale x sum_i load_i x T_i(n / pp) (requests in flight per replica), T read
-        at micro-batch max(1, n / pp) by linear interpolation; None when no n within the slots."""
-        f = scale * (self.loads @ self.lat_s)                   # f at each grid point's n = pp x batch
-        ns = pp * self.batches
-        if f[0] <= ns[0]:
-            return float(f[0])                                  # under one micro-batch: T(1) holds
-        below = np.nonzero(f <= ns)[0]
-        if not len(below):
+    def service_s(self, pp: int) -> np.ndarray:
+        """Load-weighted time of one request with n = 1 .. slots x pp requests in the engine (seconds):
+        each read at micro-batch max(1, n / pp). Memoized per pp."""
+        got = self._service.get(pp)
+        if got is None:
+            n = np.arange(1, self.slots * pp + 1, dtype=float)
+            m = np.maximum(1.0, n / pp)
+            w = self.loads / self.loads.sum() if self.loads.sum() > 0 else np.full(len(self.loads), 1.0 / len(self.loads))
+            got = self._service[pp] = w @ np.array([np.interp(m, self.batches, row) for row in self.lat_s])
+        return got
+
+    def queue(self, lam: float, pp: int, stretch: float = 1.0):
+        """The engine as a birth-death process: requests arrive at `lam` per second; with n in the engine
+        it completes n / T(n) per second (continuous batching: every request in flight advances), beyond
+        its slots it serves slots / T(slots) and the rest wait. Returns (mean requests in the engine N,
+        mean time in it N / lam, P(idle)), or None when lam exceeds what the full engine completes."""
+        T = stretch * self.service_s(pp)
+        S = len(T)
+        n = np.arange(1, S + 1, dtype=float)
+        mu = n / T
+        if lam >= mu[-1] * (1.0 - 1e-9):
             return None
-        k = int(below[0])
-        slope = (f[k] - f[k - 1]) / (ns[k] - ns[k - 1])
-        return float((f[k - 1] - slope * ns[k - 1]) / (1.0 - slope))
+        if lam <= 0:
+            return 0.0, float(T[0]), 1.0
+        logp = np.concatenate([[0.0], np.cumsum(np.log(lam / mu))])      # p(n) / p(0), n = 0 .. S
+        top = logp.max()
+        p = np.exp(logp - top)
+        q = lam / mu[-1]                                                 # beyond the slots: geometric
+        tail_mass = p[-1] * q / (1.0 - q)
+        tail_n = p[-1] * (S * q / (1.0 - q) + q / (1.0 - q) ** 2)
+        z = p.sum() + tail_mass
+        N = (np.arange(S + 1) @ p + tail_n) / z
+        return float(N), float(N / lam), float(p[0] / z)
 
     def latency_ms(self, mb: float) -> np.ndarray:
         """Each member's time at micro-batch mb (>= 1, within the grid), ms."""
@@ -199,40 +220,42 @@ def _price(members) -> float:
 
 
 def _at(grid: Grid, n: float, pp: int):
-    """(batch, micro-batch, latencies ms) read at the rounded-up batch (at the fixed point when rounding
-    up steps past the largest micro-batch)."""
-    batch = max(1, math.ceil(n - 1e-9))
-    mb = max(1.0, batch / pp)
-    if mb > grid.batches[-1] + 1e-9:
-        mb = max(1.0, n / pp)
+    """(batch, micro-batch, latencies ms): the batch the load fills, ceil(N), within the slots."""
+    batch = min(max(1, math.ceil(n - 1e-9)), grid.slots * pp)
+    mb = min(max(1.0, batch / pp), float(grid.batches[-1]))
     return batch, mb, grid.latency_ms(mb)
+
+
+def _queueing_ms(grid: Grid, lat_ms: np.ndarray, mean_ms: float) -> float:
+    """What requests wait beyond their service at the batch, corrected for how regular service is
+    (Pollaczek-Khinchine: the birth-death model assumes exponential service; a deterministic one waits
+    half as long): (R - T) x (1 + cv^2) / 2, cv over the members' service times."""
+    w = grid.loads / grid.loads.sum() if grid.loads.sum() > 0 else np.full(len(lat_ms), 1.0 / len(lat_ms))
+    t = float(w @ lat_ms)
+    cv2 = float(w @ (lat_ms - t) ** 2) / t ** 2 if t > 0 else 0.0
+    return max(0.0, mean_ms - t) * (1.0 + cv2) / 2.0
 
 
 def _batched(members, engine, r, pp, tp, grid=None):
     grid = grid if grid is not None else Grid(members)
     slots = grid.slots * pp
-    n = grid.fixed_point(1.0 / r, pp)
-    if n is None:
-        return (f"{r} replica(s) cannot carry the load: more than {slots} requests would be in flight "
-                f"per replica")
+    got = grid.queue(float(grid.loads.sum()) / r, pp)
+    if got is None:
+        return (f"{r} replica(s) cannot carry the load: more than a full engine of {slots} requests "
+                f"completes per replica")
+    n, mean_s, idle = got
     batch, mb, lat_ms = _at(grid, n, pp)
+    wait = _queueing_ms(grid, lat_ms, mean_s * 1e3)
     lat, svc, costs, tbt = {}, {}, {}, None
-    total = float(grid.loads.sum()) or 1.0
-    mean_svc = float(grid.loads @ lat_ms) / total
-    busy = float(grid.loads @ lat_ms) / 1e3 / r / max(mb * pp, 1.0)
     for m, t in zip(grid.members, lat_ms):
         c = (at_batch(m.curve, mb) or (0.0, m.curve[-1][1]))[1]
         svc[m.key], costs[m.key] = float(t), c
+        lat[m.key] = float(t) + wait
         if m.phase == "decode":
             w = _worst_step_ms(m, c, mb)
             tbt = w if tbt is None else max(tbt, w)
-    wait = fifo_wait_ms(r * slots, r * n, mean_svc)
-    if not math.isfinite(wait):
-        return f"{r} replica(s) are saturated"
-    for m in grid.members:
-        lat[m.key] = svc[m.key] + wait
     mem = max(m.curve[-1][1].memory_gb for m in grid.members)
-    return PoolLoad(engine, r, batch, n, slots, lat, svc, wait, tbt, min(1.0, busy), mem, float(r * tp * pp),
+    return PoolLoad(engine, r, batch, n, slots, lat, svc, wait, tbt, 1.0 - idle, mem, float(r * tp * pp),
                     _price(grid.members), costs)
 
 
@@ -246,32 +269,29 @@ def _colocated(members, r, pp, tp, grid=None):
                 f"{MAX_PREFILL_SHARE:.0%} leaves room to decode)")
     stretch = 1.0 / (1.0 - rho_p)
     slots = grid.slots * pp
-    n = grid.fixed_point(stretch / r, pp)
-    if n is None:
-        return f"{r} replica(s) cannot carry the decode load: more than {slots} sequences per replica"
+    got = grid.queue(float(grid.loads.sum()) / r, pp, stretch)
+    if got is None:
+        return f"{r} replica(s) cannot carry the decode load: a full engine of {slots} sequences is too slow"
+    n, mean_s, idle = got
     batch, mb, lat_ms = _at(grid, n, pp)
     lat_ms = lat_ms * stretch
+    wait = _queueing_ms(grid, lat_ms, mean_s * 1e3)
     lat, svc, costs = {}, {}, {}
     step = tbt = 0.0
-    total = float(grid.loads.sum()) or 1.0
-    mean_svc = float(grid.loads @ lat_ms) / total
     for m, t in zip(grid.members, lat_ms):
         c = (at_batch(m.curve, mb) or (0.0, m.curve[-1][1]))[1]
         out = max(1.0, float(m.op.attrs.get("output_tokens", 1) or 1))
         svc[m.key], costs[m.key] = float(t), c
+        lat[m.key] = float(t) + wait
         step = max(step, float(t) / out)
         tbt = max(tbt, _worst_step_ms(m, c, mb) * stretch)
-    wait = fifo_wait_ms(r * slots, r * n, mean_svc)
-    if not math.isfinite(wait):
-        return f"{r} replica(s) are saturated"
-    for m in grid.members:
-        lat[m.key] = svc[m.key] + wait
-    for m in pre:       # the prompt shares the engine with other prompts, then joins a running step
+    for m in pre:       # a prompt shares the engine with other prompts (processor sharing), then joins a step
         t, c = m.curve[0][1].latency_ms, m.curve[0][1]
-        svc[m.key], costs[m.key] = t * stretch + step, c
-        lat[m.key] = svc[m.key] + wait
+        shared = t + (t / (1.0 - rho_p) - t) / 2.0          # the P-K correction for regular service
+        svc[m.key], costs[m.key] = t + step, c
+        lat[m.key] = shared + step + wait
     mem = max(m.curve[-1][1].memory_gb for m in grid.members)
-    busy = min(1.0, rho_p + (1.0 - rho_p) * (1.0 if n >= 0.5 else n / 0.5))
+    busy = min(1.0, rho_p + (1.0 - rho_p) * (1.0 - idle))
     return PoolLoad("colocated", r, batch, n, slots, lat, svc, wait, tbt, busy, mem, float(r * tp * pp),
                     _price(members), costs)
 

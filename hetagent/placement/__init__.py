@@ -116,7 +116,7 @@ def tokens_per_request(graph) -> float:
 
 def build_problem(graphs, cost_tables, fleet=None, tco_params=None, catalog=None, *, sla_ms=None,
                   rate=None, soft_sla_penalty=None, objective="tco", profiles=None, hour_costs=None,
-                  transfer=None, cache: dict | None = None) -> milp.Problem:
+                  transfer=None, cache: dict | None = None, cross_vendor_kv: bool = False) -> milp.Problem:
     """The milp.Problem place() solves (exposed for baselines, explain, pareto and benchmarks)."""
     graphs = [graphs] if not isinstance(graphs, (list, tuple)) else list(graphs)
     if cost_tables is None:
@@ -156,18 +156,21 @@ def build_problem(graphs, cost_tables, fleet=None, tco_params=None, catalog=None
     return milp.Problem(graphs, tables, _hour_costs(priced, catalog, tco_params, mode, profiles, hour_costs),
                         caps, allowed, transfer or _transfer_fn(catalog, profiles), mem, cpus,
                         soft_sla_penalty, objective, owned={d: n for d, n in owned.items() if d in devices},
-                        owned_hour_cost=owned_cost, cache={} if cache is None else cache, mode=mode)
+                        owned_hour_cost=owned_cost, cache={} if cache is None else cache, mode=mode,
+                        vendors={d: getattr((catalog or {}).get(d), "vendor", None) for d in devices
+                                 if getattr((catalog or {}).get(d), "vendor", None)},
+                        cross_vendor_kv=cross_vendor_kv)
 
 
 def place(graphs, cost_tables=None, fleet=None, tco_params=None, catalog=None, *, sla_ms=None, rate=None,
           soft_sla_penalty=None, objective="tco", time_limit_s=30, gap=1e-4, profiles=None,
           hour_costs=None, transfer=None, with_baselines=True, ir="", inputs=None, threads=None,
-          cache: dict | None = None) -> Plan:
+          cache: dict | None = None, cross_vendor_kv: bool = False) -> Plan:
     """Solve the placement; return the Plan or raise PlacementError saying why none exists.
     cache: a dict kept between solves of the same cost tables (serving pools' replica candidates)."""
     pb = build_problem(graphs, cost_tables, fleet, tco_params, catalog, sla_ms=sla_ms, rate=rate,
                        soft_sla_penalty=soft_sla_penalty, objective=objective, profiles=profiles,
-                       hour_costs=hour_costs, transfer=transfer, cache=cache)
+                       hour_costs=hour_costs, transfer=transfer, cache=cache, cross_vendor_kv=cross_vendor_kv)
     out = solve_problem(pb, None, time_limit_s, gap, threads)
     if out.info.status == "no solution":
         raise PlacementError(f"the solver found no plan within {time_limit_s:g} s; allow more time "
@@ -177,7 +180,7 @@ def place(graphs, cost_tables=None, fleet=None, tco_params=None, catalog=None, *
     bl = _baselines(pb, time_limit_s, gap) if with_baselines else []
     out = _no_worse_than_baselines(out, bl)
     given = {"sla_ms": sla_ms, "rate": rate, "soft_sla_penalty": soft_sla_penalty, "objective": objective,
-             "time_limit_s": time_limit_s, "gap": gap}
+             "time_limit_s": time_limit_s, "gap": gap, "cross_vendor_kv": cross_vendor_kv}
     if profiles is not None:
         given["profiles"] = profiles.text
     inputs = {**given, **(inputs or {})}

@@ -69,6 +69,8 @@ class Problem:
     offers: dict = field(default_factory=dict)  # server / instance shapes (servers.ServerOffer); {}: one per device
     cores: dict = field(default_factory=dict)   # CPU kind -> cores per socket (host cores for CPU-side pools)
     mode: str = "buy"                           # buy | rent | owned (plan.json's deployment.mode)
+    vendors: dict = field(default_factory=dict)  # device -> vendor (KV transfers stay within one)
+    cross_vendor_kv: bool = False               # allow a prefill pool and its decode pool on two vendors
 
 
 # ------------------------------------------------------------------------------------------ pools
@@ -409,7 +411,12 @@ class Model:
 
 
 def _lin(terms, const=0.0):
-    return pulp.LpAffineExpression(terms, constant=const)
+    """sum coef x var; repeated variables add up (LpAffineExpression keeps only the last of a list's
+    duplicates: owned servers' cost terms used to cancel each other that way)."""
+    acc: dict = {}
+    for v, c in terms:
+        acc[v] = acc.get(v, 0.0) + c
+    return pulp.LpAffineExpression(list(acc.items()), constant=const)
 
 
 def _ge(prob, terms, rhs=0.0):
@@ -439,6 +446,12 @@ def build(pb: Problem, prep: Prepared, use_caps: bool = True) -> Model:
             if any(c["phase"] == ph for c in grp.classes.values()):
                 prob += pulp.LpConstraint(_lin([(z[o], 1) for o in opts if ph in o.phases]),
                                           pulp.LpConstraintEQ, rhs=1)
+        if grp.llm and not pb.cross_vendor_kv and pb.vendors:
+            # no serving engine moves a KV cache between vendors today: prefill and decode on one vendor
+            for v in sorted({pb.vendors.get(o.device) for o in opts} - {None}):
+                terms = [(z[o], 1) for o in opts if "prefill" in o.phases and pb.vendors.get(o.device) == v]
+                terms += [(z[o], -1) for o in opts if "decode" in o.phases and pb.vendors.get(o.device) == v]
+                prob += pulp.LpConstraint(_lin(terms), pulp.LpConstraintEQ, rhs=0)
     # latency of each class on an SLA path: one variable, referenced by every operator of the class
     L: dict = {}
     for gid, grp in prep.groups.items():

@@ -120,10 +120,13 @@ def with_headroom(graphs, sla_ms=None, rate=None, headroom: dict | None = None) 
 
 
 def plan_planning(p: Planning, *, rate=None, sla_ms=None, objective="tco", soft_sla_penalty=None,
-                  time_limit_s=30.0, gap=1e-4, headroom: dict | None = None, with_baselines=True):
+                  time_limit_s=30.0, gap=1e-4, headroom: dict | None = None, with_baselines=True,
+                  cross_vendor_kv: bool = False):
     """Place prepared workflows. headroom: {"sla_factor", "rate_factor"}: plan every workflow for its
     SLA x sla_factor at its rate x rate_factor (validation's margin); plan.json keeps the user's SLA
-    and rate and `inputs.headroom`, and `predicted` states the user's SLA."""
+    and rate and `inputs.headroom`, and `predicted` states the user's SLA. cross_vendor_kv: let a prefill
+    pool and its decode pool sit on devices of two vendors (no serving engine moves a KV cache between
+    vendors today; the plan says so when it uses it)."""
     from hetagent.placement import place
     from hetagent.placement.annotate import placed_ir
     inputs = dict(p.inputs)
@@ -133,7 +136,7 @@ def plan_planning(p: Planning, *, rate=None, sla_ms=None, objective="tco", soft_
     inputs.update(sla_ms=sla_ms, rate=rate, headroom=head or None)
     result = place(planned, p.tables, p.fleet, p.tco, p.devices, soft_sla_penalty=soft_sla_penalty,
                    objective=objective, time_limit_s=time_limit_s, gap=gap, profiles=p.profiles, inputs=inputs,
-                   with_baselines=with_baselines, cache=p.cache)
+                   with_baselines=with_baselines, cache=p.cache, cross_vendor_kv=cross_vendor_kv)
     if head:                  # state the plan against the user's SLA; the headroom is in inputs
         pr = result.predicted
         if pr.get("sla_ms") is not None:

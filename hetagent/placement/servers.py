@@ -120,7 +120,10 @@ def cheapest(pb, options, cores_of=None) -> dict[str, int]:
     fixed = {o: prob.add_variable(f"z_{k}", lowBound=1, upBound=1) for k, o in enumerate(z)}
     cost: list = []
     s = add_rows(prob, pb, fixed, cost, cores_of=cores_of)
-    prob += pulp.LpAffineExpression(cost)
+    acc: dict = {}
+    for v, c in cost:
+        acc[v] = acc.get(v, 0.0) + c
+    prob += pulp.LpAffineExpression(list(acc.items()))
     prob.solve(pulp.HiGHS(msg=False) if pulp.HiGHS().available() else pulp.PULP_CBC_CMD(msg=False))
     if prob.sol_status not in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible):
         return {}
