@@ -1,5 +1,5 @@
 """Serving engines under load: what r replicas of one engine configuration deliver for the operators
-mapped to them (docs/costmodel.md, "Serving pools").
+mapped to them (docs/serving.md).
 
     load = engine_load(members, engine, replicas, pp=1, cpu=False)   # a PoolLoad, or a str: why not
     loads = replica_candidates(members, engine, pp=1)                  # [PoolLoad] worth choosing among
@@ -13,16 +13,16 @@ Four engine kinds (`ENGINES`):
   colocated  prefill and decode of one model on one engine: decode steps carry chunks of the waiting
              prompts (chunked prefill), so decode is slowed by the share of time spent on prefill.
 
-Batches are what the load fills (Little's law). Per replica, the mean number of requests in the engine
-n solves  n = sum_i (load_i / r) x T_i(n / pp),  T_i(m) being member i's time at micro-batch m (pp
-micro-batches are in flight on a pp-stage pipeline). For a memory-bound decode step that barely grows
-with m this gives n close to load x time; for a compute-bound engine (time linear in m plus a fixed
-part) it reproduces the processor-sharing queue, n = rho / (1 - rho): the waiting of batched service
-is inside the fixed point. The batch is ceil(n), and the latency is read at that batch. Beyond the
-engine's slots (`max_batch` per replica) requests wait in a FIFO queue: Erlang C over all slots of the
-pool, with the mean service time. A colocated engine first spends rho_p = sum_prefill load_i x
-T_i(1) / (r x pp) of its time on prompts; its decode steps take 1 / (1 - rho_p) longer, and a prompt
-waits for the step it joins.
+Batches are what the load fills. Per replica the engine is a birth-death process: requests arrive at
+load / r; with n in the engine (continuous batching) it completes n / T(n) per second, T(n) the
+load-weighted time of one execution at micro-batch max(1, n / pp) (pp micro-batches are in flight on a
+pp-stage pipeline); beyond its slots (`max_batch` per replica) it completes slots / T(slots) and the
+rest wait. Its stationary distribution gives the mean number in the engine N and, by Little's law, the
+mean time in it. The batch is ceil(N), latencies are read at that batch, and the wait beyond them is
+halved for regular (deterministic) service, as Pollaczek-Khinchine says. A memory-bound decode comes out
+near N = load x T, a compute-bound engine as a single-server queue. A colocated engine first spends
+rho_p = sum_prefill load_i x T_i(1) / (r x pp) of its time on prompts; its decode steps take
+1 / (1 - rho_p) longer, and a prompt waits for the step it joins.
 
 CPUs are time-shared rather than owned: on a CPU device the pool's device use is its busy share
 (load x time / parallel executions per device), its batch is 1 per execution, and the wait is Erlang C
