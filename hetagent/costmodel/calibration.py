@@ -1,20 +1,20 @@
-"""GPU efficiencies fitted on the Vidur profiles (shared/data/profiling/vidur), stored in data/gpu_calibration.json.
+"""GPU efficiencies fitted on measured public data, stored in data/gpu_calibration.json, and the formulas they feed.
 
-The program reads only the JSON (`load_gpu_calibration`, `gpu_params`); fitting needs the shared data, numpy and
-scipy and runs from the command line:
+The program reads only the JSON (`load_gpu_calibration`, `gpu_params`, `end_to_end_efficiency`) and the device files
+`hetagent calibrate --gpu` writes (data/measured/, `measured_devices`); fitting (fit.py) needs the shared data, numpy,
+scipy and pyarrow and runs from the command line:
 
-    python -m hetagent.costmodel.calibration --vidur ../shared/data/profiling/vidur [-o PATH]
+    python -m hetagent.costmodel.calibration --data ../shared/data [-o PATH]
 
-Models fitted (docs/costmodel.md has the derivation):
-- GEMM (one linear layer, M tokens x K in -> N out, fp16):  t = (tc^k + tm^k)^(1/k) + t0 with
-  tc = 2(M + 32)NK / (peak_fp16 * eff_compute) (32: the mean tile padding, TILE_PAD_ROWS, fixed),
-  tm = 2(NK + MK + MN) / (bandwidth * eff_memory).
-  Fitted per device (a100, a40) and across both ("generic", used for every device never measured), by least
-  squares on log(predicted / measured) over the four linear ops of every row of the `*__mlp.csv.gz` tables.
+The Vidur readers and the GEMM / elementwise fits below are shared with fit.py and benchmarks/costmodel_accuracy.py.
+
+Models (docs/costmodel.md has the derivation and the fitted values):
+- GEMM (one linear layer, M tokens x K in -> N out):  t = (tc^k + tm^k)^(1/k) + t0 with
+  tc = 2(M + 32)NK / (peak * eff_compute) (32: the mean tile padding, TILE_PAD_ROWS, fixed),
+  tm = (w NK + a (MK + MN)) / (bandwidth * eff_memory).
 - Elementwise kernels (layer norms, rope, activation, residual add): t = t0 + bytes / (bandwidth * eff_memory).
-- Decode attention (paged, A100 legacy table): t = t0 + KV bytes / (bandwidth * eff_memory); prefill attention
-  efficiency is fitted too but only reported (see docs: the legacy kernel is far slower than FlashAttention-2).
-- All-reduce within a node (A100 DGX table): t = 2(n-1) * latency_step + 2(n-1)/n * bytes / (scaleup * eff).
+- Attention: attention_prefill_time_s, attention_decode_time_s; NCCL all-reduce: nccl_allreduce_time_s.
+Parameters are resolved per device by gpu_params: measured-device file > device fit > family fit > generic.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import csv
 import datetime as _dt
 import gzip
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -36,15 +37,29 @@ MEASURED = ("a100", "a40")
 
 
 # ----------------------------------------------------------------------------------------------- loading
-@lru_cache(maxsize=4)
-def _load_json(path: str) -> dict:
+CALIBRATION_ENV = "HETAGENT_GPU_CALIBRATION"      # path of another gpu_calibration.json (fit script, tests)
+MEASURED_ENV = "HETAGENT_MEASURED_DIR"            # folder of `hetagent calibrate --gpu` device files
+MEASURED_DIR = _DATA / "measured"
+
+
+@lru_cache(maxsize=8)
+def _load_json(path: str, mtime: float = 0.0) -> dict:
     with open(path) as f:
         return json.load(f)
 
 
+def _read(path) -> dict:
+    p = Path(path)
+    return _load_json(str(p), p.stat().st_mtime if p.exists() else 0.0)
+
+
+def gpu_calibration_path() -> Path:
+    return Path(os.environ.get(CALIBRATION_ENV) or GPU_CALIBRATION)
+
+
 def load_gpu_calibration(path=None) -> dict:
-    """The committed calibration (or the file at `path`)."""
-    return _load_json(str(path or GPU_CALIBRATION))
+    """The committed calibration (or the file at `path`, or at $HETAGENT_GPU_CALIBRATION)."""
+    return _read(path or gpu_calibration_path())
 
 
 def load_cpu_calibration(path=None) -> dict | None:
@@ -52,21 +67,98 @@ def load_cpu_calibration(path=None) -> dict | None:
     p = Path(path) if path else CPU_CALIBRATION
     if not p.is_file():
         return None
-    return _load_json(str(p))
+    return _read(p)
 
 
-def gpu_params(device_id: str, calibration: dict | None = None) -> tuple[dict, str]:
-    """(parameters, source) for a device: its own fit where measured, else the generic fit."""
+def measured_dir() -> Path:
+    return Path(os.environ.get(MEASURED_ENV) or MEASURED_DIR)
+
+
+@lru_cache(maxsize=8)
+def _measured_files(folder: str, stamp: tuple) -> dict:
+    """{device id: fitted parameters} of every `hetagent calibrate --gpu` file in the folder (measured.py fits)."""
+    from hetagent.costmodel.measured import device_calibration_from_file
+    out = {}
+    for name, _ in stamp:
+        doc = device_calibration_from_file(Path(folder) / name)
+        if doc is not None:
+            out[doc["device"]] = doc
+    return out
+
+
+def measured_devices() -> dict:
+    """Device calibrations written by `hetagent calibrate --gpu` ({id: {"params", "host", "date", "file", ...}})."""
+    folder = measured_dir()
+    if not folder.is_dir():
+        return {}
+    stamp = tuple(sorted((p.name, p.stat().st_mtime) for p in folder.glob("*.json")))
+    return _measured_files(str(folder), stamp)
+
+
+PARAM_CLASSES = ("gemm", "gemm_fp8", "elementwise", "attention_prefill", "attention_decode", "allreduce")
+
+
+def gpu_params(device_id: str, calibration: dict | None = None, architecture: str | None = None) -> tuple[dict, str]:
+    """(parameters, source) for a device. Each parameter class comes from the most specific fit that has it: a
+    `hetagent calibrate --gpu` file of the device, the device's own fit on the shared data, its architecture family's
+    fit, else the generic fit across every measured device. source names the level the GEMM parameters came from:
+    "measured:<file>", the device id, "family:<architecture>" or "generic"."""
     cal = calibration or load_gpu_calibration()
-    if device_id in cal["devices"]:
-        return cal["devices"][device_id], device_id
-    return cal["devices"]["generic"], "generic"
+    levels = [("generic", cal["devices"]["generic"])]
+    fam = (cal.get("families") or {}).get(architecture or "")
+    if fam:
+        levels.append((f"family:{architecture}", fam))
+    if device_id in cal["devices"] and device_id != "generic":
+        levels.append((device_id, cal["devices"][device_id]))
+    meas = measured_devices().get(device_id) if calibration is None else None
+    if meas:
+        levels.append((f"measured:{Path(meas['file']).name}", meas["params"]))
+    params, source = {}, "generic"
+    for name, level in levels:
+        for k in PARAM_CLASSES:
+            if k in level:
+                params[k] = level[k]
+                if k == "gemm":
+                    source = name
+    if "gemm_fp8" not in params:
+        params["gemm_fp8"] = params["gemm"]
+    return params, source
 
 
 def allreduce_params(device_id: str, calibration: dict | None = None) -> dict:
+    """One-shot (engine) all-reduce parameters: latency per step and efficiency of the scale-up link."""
     cal = calibration or load_gpu_calibration()
     ar = cal["allreduce"]
     return ar.get(device_id, ar["generic"])
+
+
+def is_measured(device_id: str, calibration: dict | None = None) -> bool:
+    """The device has operator-level measurements: its own fit in the calibration, or a `calibrate --gpu` file."""
+    cal = calibration or load_gpu_calibration()
+    return (device_id in cal["devices"] and device_id != "generic") or \
+        (calibration is None and device_id in measured_devices())
+
+
+def end_to_end_efficiency(device_id: str, vendor: str | None = None, calibration: dict | None = None,
+                          precision: str | None = None) -> tuple[float, str]:
+    """(factor, source) relating the device's end-to-end serving rate to what the operator model predicts, relative
+    to the reference device (H100 SXM = 1): the device's own MLPerf factor, else its vendor stack's median, else 1.
+    A device with operator measurements keeps them at every other precision: its MLPerf factor applies only at the
+    weight precision the submission ran (L40S: fp8, where MLPerf's TensorRT-LLM beats the vLLM kernels measured)."""
+    cal = calibration or load_gpu_calibration()
+    e2e = cal.get("end_to_end") or {}
+    dev = (e2e.get("devices") or {}).get(device_id)
+    if dev:
+        ran = (dev.get("precision") or {}).get("weights")
+        if precision and ran and precision != ran and is_measured(device_id, calibration):
+            return 1.0, f"operators measured (mlperf factor is for {ran})"
+        return float(dev["efficiency"]), f"mlperf:{device_id}"
+    if is_measured(device_id, calibration):
+        return 1.0, "operators measured"
+    st = (e2e.get("stacks") or {}).get(vendor or "")
+    if st:
+        return float(st["efficiency"]), f"stack:{vendor}"
+    return 1.0, "none"
 
 
 # ------------------------------------------------------------------------------------------ the formulas
@@ -89,6 +181,45 @@ def gemm_time_s(m, k_in, n_out, peak_flops, bandwidth, p, bytes_per_el=2.0, weig
     tc = 2.0 * (m + p.get("tile_pad_rows", 0.0)) * n_out * k_in / (peak_flops * p["eff_compute"])
     tm = (wb * n_out * k_in + bytes_per_el * (m * k_in + m * n_out)) / (bandwidth * p["eff_memory"])
     return smooth_max(tc, tm, p["smooth_k"]) + p["overhead_us"] * 1e-6, tc, tm
+
+
+# Attention kernels (AIConfigurator's vLLM FlashAttention / FlashInfer tables): causal work is counted in whole tiles
+# of ATTN_TILE key columns along the diagonal (n(n + 64)/2 pairs instead of n^2/2), fixed like TILE_PAD_ROWS.
+ATTN_TILE = 64.0
+
+
+def attention_prefill_time_s(batch, n, heads, kv_heads, head_dim, peak_flops, bandwidth, p, kv_bytes=2.0,
+                             act_bytes=2.0):
+    """Seconds of one causal attention layer (FlashAttention forward + KV-cache write) over `batch` prompts of `n`
+    tokens each, `heads` query and `kv_heads` KV heads on this device. Returns (t, tc, tm, flops, bytes)."""
+    flops = 4.0 * batch * heads * head_dim * n * (n + ATTN_TILE) / 2.0
+    byts = batch * n * (2.0 * kv_heads * head_dim * kv_bytes + (2.0 * heads + 2.0 * kv_heads) * head_dim * act_bytes)
+    tc = flops / (peak_flops * p["eff_compute"])
+    tm = byts / (bandwidth * p["eff_memory"])
+    fixed = (p["overhead_us"] + p.get("per_seq_head_us", 0.0) * batch * heads / 32.0) * 1e-6
+    return smooth_max(tc, tm, p["smooth_k"]) + fixed, tc, tm, flops, byts
+
+
+def attention_decode_time_s(batch, context, heads, kv_heads, head_dim, bandwidth, p, kv_bytes=2.0):
+    """Seconds of one paged decode-attention layer: `batch` sequences each reading `context` cached tokens and writing
+    one. A fixed launch cost, a cost per sequence and query head (normalized to 32 heads), and the KV bytes at the
+    fitted bandwidth efficiency. Returns (t, bytes)."""
+    byts = batch * (context + 1.0) * 2.0 * kv_heads * head_dim * kv_bytes
+    fixed = (p["overhead_us"] + p.get("per_seq_head_us", 0.0) * batch * heads / 32.0) * 1e-6
+    return fixed + byts / (bandwidth * p["eff_memory"]), byts
+
+
+def nccl_allreduce_time_s(nbytes, n, link_bandwidth, p):
+    """Seconds of an NCCL all-reduce of nbytes among n devices: the faster of two protocols (low-latency and bulk),
+    each 2(n-1) steps of a fixed latency plus the ring's 2(n-1)/n x bytes at a fitted share of the link.
+    p: {"<n>": {lat_ll_us, eff_ll, lat_bulk_us, eff_bulk}} fitted per group size; the nearest size fitted is used."""
+    import numpy as np
+    sizes = sorted(int(k) for k in p)
+    q = p[str(min(sizes, key=lambda s: (abs(s - n), s)))]
+    bus = 2.0 * (n - 1) / n * nbytes
+    t1 = 2 * (n - 1) * q["lat_ll_us"] * 1e-6 + bus / (link_bandwidth * q["eff_ll"])
+    t2 = 2 * (n - 1) * q["lat_bulk_us"] * 1e-6 + bus / (link_bandwidth * q["eff_bulk"])
+    return np.minimum(t1, t2)
 
 
 def layer_linear_shapes(hidden, heads, kv_heads, head_dim, intermediate, gated, tp):
@@ -274,82 +405,11 @@ def fit_allreduce(path: Path, scaleup_gbs: float) -> dict:
             "fit": _stats(model(r.x) / t - 1)}
 
 
-def fit_gpu_calibration(vidur_dir) -> dict:
-    """Fit every parameter on the Vidur tables under vidur_dir; returns the JSON document."""
-    root = Path(vidur_dir)
-    tables = [p for p in find_mlp_tables(root) if device_of_table(p) in MEASURED]
-    rows = {d: [] for d in MEASURED}
-    counts = {}
-    for p in tables:
-        rs = read_mlp_rows(p)
-        rows[device_of_table(p)].extend(rs)
-        counts[str(p.relative_to(root))] = len(rs)
-    peaks = {d: _peaks(d)[:2] for d in MEASURED}
-    samples = {d: gemm_samples(rows[d]) for d in MEASURED}
-    devices, residuals = {}, {}
-    for d in MEASURED:
-        g = fit_gemm({d: samples[d]}, peaks)
-        devices[d] = {"gemm": g, "elementwise": fit_elementwise({d: rows[d]}, peaks)}
-        err, _ = gemm_errors(samples[d], *peaks[d], g)
-        residuals[d] = _stats(err)
-    gen = fit_gemm(samples, peaks)
-    devices["generic"] = {"gemm": gen, "elementwise": fit_elementwise(rows, peaks)}
-    residuals["generic"] = {d: _stats(gemm_errors(samples[d], *peaks[d], gen)[0]) for d in MEASURED}
-    lodo = {}
-    for train, test in (("a40", "a100"), ("a100", "a40")):
-        g = fit_gemm({train: samples[train]}, peaks)
-        lodo[f"{train}->{test}"] = {"gemm": g, "test": _stats(gemm_errors(samples[test], *peaks[test], g)[0])}
-    # attention and all-reduce: A100 tables only; the generic set takes the A100 values (documented).
-    att_path = next(iter(sorted(root.rglob("a100__*attention.csv*"))), None)
-    if att_path:
-        att = fit_attention(att_path, *peaks["a100"])
-        for d in devices:
-            devices[d]["attention_decode"] = {k: att["decode"][k] for k in ("eff_memory", "overhead_us")}
-    ar_path = next(iter(sorted(root.rglob("a100_dgx__all_reduce.csv*"))), None)
-    allreduce = {}
-    if ar_path:
-        ar = fit_allreduce(ar_path, _peaks("a100")[2].scaleup_bandwidth_gbs)
-        allreduce = {"a100": {k: ar[k] for k in ("latency_us_per_step", "eff_bandwidth")},
-                     "generic": {k: ar[k] for k in ("latency_us_per_step", "eff_bandwidth")}}
-    return {
-        "version": 1,
-        "provenance": {
-            "source": "microsoft/vidur data/profiling (MIT), copied in shared/data/profiling/vidur (SOURCES.md)",
-            "commit": VIDUR_COMMIT, "legacy_attention_commit": VIDUR_LEGACY_COMMIT,
-            "files": counts,
-            "attention_file": str(att_path.relative_to(root)) if att_path else None,
-            "allreduce_file": str(ar_path.relative_to(root)) if ar_path else None,
-            "rows_total": sum(counts.values()),
-            "peaks": {d: {"fp16_tflops": peaks[d][0] / 1e12, "bandwidth_gbs": peaks[d][1] / 1e9} for d in MEASURED},
-            "method": ("scipy.optimize.least_squares on log(predicted/measured) of the median columns; "
-                       "GEMM: t=(tc^k+tm^k)^(1/k)+t0, tc on M+tile_pad_rows rows, over attn_pre_proj, attn_post_proj, mlp_up_proj, "
-                       "mlp_down_proj; generic = one fit across a100 and a40 rows"),
-            "size_column": ("Vidur network `size` counts fp16 elements (GraphedCollective allocates "
-                            "torch.empty(size, dtype=float16)); bytes = 2*size. Checked: this gives bus bandwidths "
-                            "up to max_bus_bandwidth_gbs, above NVLink3's 300 GB/s per direction, so rank-0 "
-                            "kernel timings undercount; eff_bandwidth > 1 is kept as fitted"),
-            "date": _dt.date.today().isoformat(),
-            "residuals": residuals,
-            "attention_fit": att if att_path else None,
-            "allreduce_fit": ar if ar_path else None,
-        },
-        "devices": devices,
-        "allreduce": allreduce,
-        "leave_one_device_out": lodo,
-    }
-
-
 def main(argv=None) -> int:
-    import argparse
-    ap = argparse.ArgumentParser(description="Refit the GPU calibration on the Vidur tables")
-    ap.add_argument("--vidur", default=str(Path(__file__).resolve().parents[3] / "shared/data/profiling/vidur"))
-    ap.add_argument("-o", "--output", default=str(GPU_CALIBRATION))
-    args = ap.parse_args(argv)
-    doc = fit_gpu_calibration(args.vidur)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(doc, indent=1) + "\n")
-    print(json.dumps({k: doc["devices"][k]["gemm"] for k in doc["devices"]}), flush=True)
-    return 0
+    """`python -m hetagent.costmodel.calibration --data ../shared/data`: the fit lives in fit.py (needs scipy, pyarrow
+    and the shared data); this module is what the program reads at run time."""
+    from hetagent.costmodel.fit import main as fit_main
+    return fit_main(argv)
 
 
 if __name__ == "__main__":

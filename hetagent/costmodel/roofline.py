@@ -20,11 +20,14 @@ MEMORY_UTILIZATION = 0.90
 # Defaults for devices with no measurement of their own (CPUs): not fitted, marked uncalibrated in detail.
 CPU_DEFAULTS = {"gemm": {"eff_compute": 0.45, "eff_memory": 0.6, "smooth_k": 2.0, "overhead_us": 20.0},
                 "elementwise": {"eff_memory": 0.5, "overhead_us": 5.0},
+                "attention_prefill": {"eff_compute": 0.3, "eff_memory": 0.5, "smooth_k": 2.0, "overhead_us": 10.0},
                 "attention_decode": {"eff_memory": 0.5, "overhead_us": 10.0}}
-# Prefill attention efficiency (fraction of peak): FlashAttention-2 forward, causal, head dim 128 on A100
-# reaches 60-70% of peak (Dao 2023, arXiv 2307.08691, Fig. 4); we take 0.6 x peak. The legacy Vidur table's
-# kernel is far slower and is only reported (calibration.json provenance.attention_fit).
-ATTN_PREFILL_EFF = 0.6
+CPU_DEFAULTS["gemm_fp8"] = CPU_DEFAULTS["gemm"]
+# Prefill and decode attention are fitted on AIConfigurator's vLLM attention tables (calibration.json
+# attention_prefill / attention_decode; docs/costmodel.md). Attention math runs at the 16-bit tensor rate whatever
+# the KV precision (an fp8 KV cache halves the bytes, not the FLOP time).
+# KV-cache formats an engine can store (an int8/int4 weight format keeps a 16-bit KV cache by default).
+KV_FORMATS = ("fp32", "fp16", "bf16", "fp8", "fp4")
 LINK_LATENCY_US = 10.0          # one RDMA/NVLink message (KV transfer, PP hand-off) beyond bandwidth
 DEFAULT_NIC_GBPS = 100.0        # devices whose figure is unknown (PCIe cards): 100 Gb/s Ethernet assumed
 ACT_BYTES = {"fp32": 4.0, "tf32": 4.0}   # activation bytes per element; 2 for every other precision
@@ -33,7 +36,7 @@ ACT_BYTES = {"fp32": 4.0, "tf32": 4.0}   # activation bytes per element; 2 for e
 # CUDA graphs do not hide; vLLM's v0.6 profiling of Llama 3 8B on H100 found CPU work a large share of a step.
 ONE_SHOT_ALLREDUCE_MAX_BYTES = 8 * 2 ** 20
 ENGINE_STEP_OVERHEAD_MS = 0.5
-WEIGHT_BYTES = {"fp32": 4.0, "tf32": 4.0, "fp16": 2.0, "bf16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
+WEIGHT_BYTES = {"fp32": 4.0, "tf32": 4.0, "fp16": 2.0, "bf16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5, "fp4": 0.5}
 
 
 @dataclass
@@ -89,17 +92,58 @@ def precision_peak_flops(device, precision: str) -> float:
 
 
 def device_params(device) -> tuple[dict, str]:
-    """Calibrated parameters for the device: its own fit, the generic GPU fit, or the CPU defaults."""
+    """Calibrated parameters for the device: its own fit, its family's, the generic GPU fit, or the CPU defaults."""
     if getattr(device, "kind", "gpu") == "cpu":
         return CPU_DEFAULTS, "cpu-default (uncalibrated)"
-    return cal.gpu_params(device.id)
+    return cal.gpu_params(device.id, architecture=getattr(device, "architecture", None))
+
+
+def device_efficiency(device, precision: str | None = None) -> tuple[float, str]:
+    """(factor, source) by which the device's LLM steps run relative to the operator model: the end-to-end (MLPerf)
+    efficiency of the device or its vendor's stack (1 for CPUs; calibration.end_to_end_efficiency), times the
+    device's efficiency_factor (1 unless a derated copy: costmodel.uncertainty.derated)."""
+    derate = float(getattr(device, "efficiency_factor", 1.0) or 1.0)
+    if getattr(device, "kind", "gpu") == "cpu":
+        return derate, "none"
+    f, src = cal.end_to_end_efficiency(device.id, getattr(device, "vendor", None), precision=precision)
+    return f * derate, src
+
+
+def default_kv_precision(device, precision: str) -> str:
+    """The KV-cache precision when none is given: the weights' precision if the device has a rate for it and it is a
+    KV format (fp32, fp16, bf16, fp8, fp4), else bf16 (fp16 where the device has no bf16 rate)."""
+    peaks = getattr(device, "peak_tflops", None) or {}
+    if precision in KV_FORMATS and peaks.get(precision):
+        return precision
+    if peaks.get("bf16"):
+        return "bf16"
+    if peaks.get("fp16"):
+        return "fp16"
+    return precision if precision in KV_FORMATS else "bf16"
+
+
+def _kv(device, precision, kv_precision):
+    kvp = kv_precision or default_kv_precision(device, precision)
+    if kvp not in WEIGHT_BYTES:
+        raise CostModelError(f"unknown KV-cache precision '{kvp}'; choices: {', '.join(KV_FORMATS)}")
+    return kvp
+
+
+def _attn_peak(device, precision) -> float:
+    """FLOP/s attention math runs at: the 16-bit tensor rate (fp16, else bf16), else the weights' precision."""
+    peaks = getattr(device, "peak_tflops", None) or {}
+    for p in ("fp16", "bf16"):
+        if peaks.get(p):
+            return float(peaks[p]) * 1e12
+    return precision_peak_flops(device, precision)
 
 
 def _gemm(m, k_in, n_out, peak, bw, p, act_b, w_b) -> StepCost:
-    t, tc, tm = cal.gemm_time_s(m, k_in, n_out, peak, bw, p["gemm"], act_b, w_b)
+    g = p["gemm_fp8"] if w_b == 1.0 and "gemm_fp8" in p else p["gemm"]
+    t, tc, tm = cal.gemm_time_s(m, k_in, n_out, peak, bw, g, act_b, w_b)
     flops = 2.0 * m * k_in * n_out
     byts = w_b * k_in * n_out + act_b * m * (k_in + n_out)
-    ov = p["gemm"]["overhead_us"] * 1e-6
+    ov = g["overhead_us"] * 1e-6
     body = t - ov
     share_c = tc / (tc + tm)   # split the smooth time between the two resources in proportion
     return StepCost(compute_s=body * share_c, memory_s=body * (1 - share_c), latency_s=ov, flops=flops, bytes=byts)
@@ -113,22 +157,26 @@ def _stream(byts, bw, pe, op=None) -> StepCost:
 
 # ----------------------------------------------------------------------------------------------- network
 def allreduce_time_s(nbytes: float, n: int, device, engine: bool = True) -> StepCost:
-    """Ring all-reduce of nbytes among n devices over the scale-up link: 2(n-1) steps, 2(n-1)/n x bytes.
-    engine=True: messages up to ONE_SHOT_ALLREDUCE_MAX_BYTES use a one-shot all-reduce (each device reads its n-1
-    peers: 2 latency steps, (n-1) x bytes)."""
+    """All-reduce of nbytes among n devices over the scale-up link (the PCIe link beyond a fast_link_group).
+    engine=True: messages up to ONE_SHOT_ALLREDUCE_MAX_BYTES use the engines' one-shot all-reduce (each device reads
+    its n-1 peers: 2 latency steps, (n-1) x bytes; parameters fitted on Vidur's A100 table). Larger messages, and all
+    with engine=False, take NCCL's time (two protocols, fitted per group size on AIConfigurator's nccl-tests tables)."""
     if n <= 1:
         return StepCost()
-    if engine and nbytes <= ONE_SHOT_ALLREDUCE_MAX_BYTES and device.kind != "cpu":
-        pa = cal.allreduce_params(device.id)
-        group = getattr(device, "fast_link_group", None)
-        bw = (_scaleup_gbs(device) if not group or n <= group else _pcie_gbs(device)) * 1e9
-        return StepCost(network_s=(n - 1) * nbytes / (bw * pa["eff_bandwidth"]),
-                        latency_s=2 * pa["latency_us_per_step"] * 1e-6, bytes=nbytes)
     group = getattr(device, "fast_link_group", None)
     bw = (_scaleup_gbs(device) if not group or n <= group else _pcie_gbs(device)) * 1e9
-    pa = cal.allreduce_params(device.id) if device.kind != "cpu" else {"latency_us_per_step": 20.0, "eff_bandwidth": 0.5}
-    return StepCost(network_s=2 * (n - 1) / n * nbytes / (bw * pa["eff_bandwidth"]),
-                    latency_s=2 * (n - 1) * pa["latency_us_per_step"] * 1e-6, bytes=nbytes)
+    if device.kind == "cpu":
+        pa = {"latency_us_per_step": 20.0, "eff_bandwidth": 0.5}
+        return StepCost(network_s=2 * (n - 1) / n * nbytes / (bw * pa["eff_bandwidth"]),
+                        latency_s=2 * (n - 1) * pa["latency_us_per_step"] * 1e-6, bytes=nbytes)
+    if engine and nbytes <= ONE_SHOT_ALLREDUCE_MAX_BYTES:
+        pa = cal.allreduce_params(device.id)
+        return StepCost(network_s=(n - 1) * nbytes / (bw * pa["eff_bandwidth"]),
+                        latency_s=2 * pa["latency_us_per_step"] * 1e-6, bytes=nbytes)
+    p, _ = device_params(device)
+    t = float(cal.nccl_allreduce_time_s(nbytes, n, bw, p["allreduce"]))
+    fixed = min(t, 2 * (n - 1) * min(q["lat_ll_us"] for q in p["allreduce"].values()) * 1e-6)
+    return StepCost(network_s=t - fixed, latency_s=fixed, bytes=nbytes)
 
 
 def _scaleup_gbs(device) -> float:
@@ -174,19 +222,23 @@ def _shape(model):
     return model.hidden_size, model.heads, model.kv_heads, hd, model.intermediate_size
 
 
-def kv_bytes_per_token_device(model, precision: str, tp: int) -> float:
-    """KV bytes per token held by one device of a TP group (KV heads split, replicated when tp > kv_heads)."""
-    kv = model.kv_bytes_per_token(precision)
+def kv_bytes_per_token_device(model, kv_precision: str, tp: int) -> float:
+    """KV bytes per token held by one device of a TP group (KV heads split, replicated when tp > kv_heads), at the
+    KV-cache precision."""
+    kv = model.kv_bytes_per_token(kv_precision)
     return kv * math.ceil(model.kv_heads / tp) / model.kv_heads
 
 
-def layer_step(model, device, precision, tp, m_tokens, batch, attn_ctx, phase, engine=True) -> StepCost:
+def layer_step(model, device, precision, tp, m_tokens, batch, attn_ctx, phase, engine=True,
+               kv_precision=None) -> StepCost:
     """One layer on one device of the TP group. m_tokens new tokens in all; attn_ctx: for prefill the prompt length
-    of each sequence (causal), for decode the context each sequence attends to."""
+    of each sequence (causal), for decode the context each sequence attends to. kv_precision: the KV cache's
+    (default_kv_precision when None)."""
     p, _ = device_params(device)
     peak = precision_peak_flops(device, precision)
     bw = device.memory_bandwidth_gbs * 1e9
     act_b, w_b = ACT_BYTES.get(precision, 2.0), WEIGHT_BYTES.get(precision, 2.0)
+    kv_b = WEIGHT_BYTES[_kv(device, precision, kv_precision)]
     h, heads, kvh, hd, inter = _shape(model)
     gated = bool(getattr(model, "gated_mlp", True))
     shapes = cal.layer_linear_shapes(h, heads, kvh, hd, inter, gated, tp)
@@ -208,32 +260,43 @@ def layer_step(model, device, precision, tp, m_tokens, batch, attn_ctx, phase, e
             s.add(_gemm(m_tokens, *shapes[op], peak, bw, p, act_b, w_b), name="linear")
     for op, byts in cal.layer_elementwise_bytes(m_tokens, h, heads, kvh, hd, inter, gated, tp, act_b).items():
         s.add(_stream(byts, bw, p["elementwise"], op), name="elementwise")
-    kv_tok = kv_bytes_per_token_device(model, precision, tp) / model.layers
+    heads_d = heads / tp
+    kvh_d = math.ceil(kvh / tp)                    # KV heads on this device (replicated when tp > kv_heads)
     if phase == "prefill":
         n = m_tokens / max(batch, 1)
-        flops = 4.0 * batch * n * (n / 2.0) * hd * heads / tp           # QK^T and PV, causal half
-        kv_io = batch * n * kv_tok                                        # write the new KV
-        tc = flops / (peak * ATTN_PREFILL_EFF)
-        tm = kv_io / (bw * p["gemm"]["eff_memory"])
-        body = cal.smooth_max(tc, tm, p["gemm"]["smooth_k"])
-        att = StepCost(compute_s=body * tc / (tc + tm), memory_s=body * tm / (tc + tm),
-                       latency_s=p["attention_decode"]["overhead_us"] * 1e-6, flops=flops, bytes=kv_io)
+        pa = p["attention_prefill"]
+        t, tc, tm, flops, kv_io = cal.attention_prefill_time_s(batch, n, heads_d, kvh_d, hd, _attn_peak(device, precision),
+                                                               bw, pa, kv_b, act_b)
+        fixed = t - cal.smooth_max(tc, tm, pa["smooth_k"])
+        body = t - fixed
+        att = StepCost(compute_s=body * tc / (tc + tm), memory_s=body * tm / (tc + tm), latency_s=fixed,
+                       flops=flops, bytes=kv_io)
     else:
-        kv_io = batch * (attn_ctx + 1) * kv_tok                           # read the context, write one token
-        att = _stream(kv_io, bw, p["attention_decode"])
-        att.flops = 4.0 * batch * attn_ctx * hd * heads / tp
+        pa = p["attention_decode"]
+        t, kv_io = cal.attention_decode_time_s(batch, attn_ctx, heads_d, kvh_d, hd, bw, pa, kv_b)
+        mem = kv_io / (bw * pa["eff_memory"])
+        att = StepCost(memory_s=mem, latency_s=t - mem, bytes=kv_io, flops=4.0 * batch * attn_ctx * hd * heads_d)
     s.add(att, name="attention")
     if tp > 1:
         s.add(allreduce_time_s(m_tokens * h * act_b, tp, device, engine), 2, name="allreduce")   # after attention, MLP
     return s
 
 
+def slowed(s: StepCost, factor: float) -> StepCost:
+    """The same work taking `factor` times as long (times scaled, FLOPs and bytes kept), parts included."""
+    out = StepCost(**{k: getattr(s, k) * (factor if k.endswith("_s") else 1.0) for k in StepCost._FIELDS})
+    out.parts = {k: slowed(v, factor) for k, v in s.parts.items()}
+    return out
+
+
 def forward(model, device, precision="fp16", tp=1, pp=1, batch=1, new_tokens=1, context=0, phase="decode",
-            engine=True) -> StepCost:
+            engine=True, kv_precision=None) -> StepCost:
     """One forward step of the whole model on a TP x PP replica: prefill of `new_tokens` prompt tokens for each of
-    `batch` sequences, or one decode step (new_tokens=1) with `context` tokens already cached per sequence."""
+    `batch` sequences, or one decode step (new_tokens=1) with `context` tokens already cached per sequence.
+    The step's time is divided by device_efficiency (the device's or its vendor's end-to-end factor, and any
+    derating); parts keep their shares."""
     m = batch * new_tokens
-    per_layer = layer_step(model, device, precision, tp, m, batch, context, phase, engine)
+    per_layer = layer_step(model, device, precision, tp, m, batch, context, phase, engine, kv_precision)
     s = per_layer.scaled(model.layers)
     p, _ = device_params(device)
     peak = precision_peak_flops(device, precision)
@@ -245,17 +308,19 @@ def forward(model, device, precision="fp16", tp=1, pp=1, batch=1, new_tokens=1, 
         s.add(hop, pp - 1, name="pp_handoff")
     if engine and device.kind != "cpu":
         s.add(StepCost(latency_s=ENGINE_STEP_OVERHEAD_MS * 1e-3), name="engine")
-    return s
+    eff, _ = device_efficiency(device, precision)
+    return s if eff == 1.0 else slowed(s, 1.0 / eff)
 
 
 # ------------------------------------------------------------------------------------------------ memory
-def memory_gb(model, device, precision="fp16", tp=1, pp=1, batch=1, tokens_in_flight=1, context=0) -> dict:
-    """Per-device footprint (1e9 bytes): weights/(tp*pp), KV of batch x context (pp micro-batches in flight, each
-    stage holding its layers), activations of the largest step, and the logits."""
+def memory_gb(model, device, precision="fp16", tp=1, pp=1, batch=1, tokens_in_flight=1, context=0,
+              kv_precision=None) -> dict:
+    """Per-device footprint (1e9 bytes): weights/(tp*pp), KV of batch x context at the KV precision (pp micro-batches
+    in flight, each stage holding its layers), activations of the largest step, and the logits."""
     act_b = ACT_BYTES.get(precision, 2.0)
     h, heads, kvh, hd, inter = _shape(model)
     weights = model.weight_bytes(precision) / (tp * pp)
-    kv = batch * context * kv_bytes_per_token_device(model, precision, tp)
+    kv = batch * context * kv_bytes_per_token_device(model, _kv(device, precision, kv_precision), tp)
     width = max(h, (heads + 2 * kvh) * hd / tp, (2 if getattr(model, "gated_mlp", True) else 1) * inter / tp)
     acts = 4 * tokens_in_flight * width * act_b + batch * model.vocab_size * 4
     total = weights + kv + acts
@@ -272,17 +337,20 @@ def check_fits(model, device, option_label, mem: dict) -> None:
 
 
 # ---------------------------------------------------------------------------------------- prefill, decode
-def prefill(model, device, precision="fp16", tp=1, pp=1, batch=1, prompt_tokens=1, engine=True) -> StepCost:
-    return forward(model, device, precision, tp, pp, batch, prompt_tokens, 0, "prefill", engine)
+def prefill(model, device, precision="fp16", tp=1, pp=1, batch=1, prompt_tokens=1, engine=True,
+            kv_precision=None) -> StepCost:
+    return forward(model, device, precision, tp, pp, batch, prompt_tokens, 0, "prefill", engine, kv_precision)
 
 
-def decode_step(model, device, precision="fp16", tp=1, pp=1, batch=1, context=1, engine=True) -> StepCost:
-    return forward(model, device, precision, tp, pp, batch, 1, context, "decode", engine)
+def decode_step(model, device, precision="fp16", tp=1, pp=1, batch=1, context=1, engine=True,
+                kv_precision=None) -> StepCost:
+    return forward(model, device, precision, tp, pp, batch, 1, context, "decode", engine, kv_precision)
 
 
 def decode(model, device, precision="fp16", tp=1, pp=1, batch=1, prompt_tokens=1, output_tokens=1,
-           engine=True) -> tuple[StepCost, StepCost]:
+           engine=True, kv_precision=None) -> tuple[StepCost, StepCost]:
     """(whole decode, one step at the mean context). Attention is linear in context, so the step at the mean
     context times the number of steps is the sum over steps."""
-    step = decode_step(model, device, precision, tp, pp, batch, prompt_tokens + output_tokens / 2.0, engine)
+    step = decode_step(model, device, precision, tp, pp, batch, prompt_tokens + output_tokens / 2.0, engine,
+                       kv_precision)
     return step.scaled(output_tokens), step
