@@ -69,7 +69,7 @@ def cmd_estimate(args) -> None:
     from hetagent.costmodel.estimate import format_estimate
     d = api.estimate(args.model, args.device, args.op, tokens=args.tokens, batch=args.batch,
                      context=args.context, tp=args.tp, pp=args.pp, precision=args.precision,
-                     catalog=args.catalog)
+                     catalog=args.catalog, kv_precision=args.kv_precision)
     if args.json:
         print_json(d)
     else:
@@ -99,7 +99,7 @@ def cmd_cost(args) -> None:
 def cmd_calibrate(args) -> None:
     from hetagent.backends import calibrate
     result = calibrate.run(args)
-    out = args.out or (calibrate.DEFAULT_GPU_PATH if args.gpu else calibrate.DEFAULT_CPU_PATH)
+    out = result.pop("written_to", None) or args.out or calibrate.DEFAULT_CPU_PATH
     print(f"wrote {out}", file=sys.stderr)
     if args.json:
         print_json(result)
@@ -219,7 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--context", type=int, help="decode: context length in tokens")
     e.add_argument("--tp", type=int, default=1)
     e.add_argument("--pp", type=int, default=1)
-    e.add_argument("--precision", default="fp16")
+    e.add_argument("--precision", default="fp16", help="weights' precision (default: fp16)")
+    e.add_argument("--kv-precision", choices=["fp32", "fp16", "bf16", "fp8", "fp4"],
+                   help="KV-cache precision (default: the weights' precision if the device has a rate for it and it is "
+                        "a KV format, else bf16; fp16 where the device has no bf16 rate)")
     e.add_argument("--catalog", default="default")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_estimate)

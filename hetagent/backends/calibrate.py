@@ -28,11 +28,14 @@ each operator's seconds (per unit and fixed) by a speed-up ratio chosen by the o
 
 `scale_ratio` computes it. Best of all is to run `hetagent calibrate` on the target itself.
 
-GPU (`calibrate_gpu`): fp16/bf16/fp32 matmul TFLOP/s over sizes and device-memory copy bandwidth
-with torch.cuda, written to costmodel/data/gpu_microbench.json. It needs only the standard library
-and torch (a GPU host may lack hetagent's other dependencies: run
-`python -m hetagent.backends.calibrate --gpu` from a checkout), and fails with a HetagentError when
-no CUDA device exists.
+GPU (`calibrate_gpu`): a GEMM sweep at transformer shapes (fp16, bf16, fp8 where available), causal
+prefill and single-token decode attention, square matmul TFLOP/s and device-memory copy bandwidth with
+torch.cuda, written with the host, the date and the catalog peaks to
+costmodel/data/measured/<device id>.json. The cost model reads that folder: it fits the device's
+GEMM and attention parameters on the rows (costmodel/measured.py) and the device's calibration status
+becomes `measured`. Measuring needs only the standard library and torch (a GPU host may lack
+hetagent's other dependencies: run `python -m hetagent.backends.calibrate --gpu --device-id h200`
+from a checkout); it fails with a HetagentError when no CUDA device exists.
 """
 from __future__ import annotations
 
@@ -52,7 +55,8 @@ from hetagent.errors import HetagentError
 SCHEMA_VERSION = 1
 DATA_DIR = Path(__file__).resolve().parent.parent / "costmodel" / "data"
 DEFAULT_CPU_PATH = DATA_DIR / "cpu_calibration.json"
-DEFAULT_GPU_PATH = DATA_DIR / "gpu_microbench.json"   # not gpu_calibration.json: the Vidur fit
+DEFAULT_GPU_PATH = DATA_DIR / "gpu_microbench.json"   # a GPU the catalog does not know (the cost model ignores it)
+DEFAULT_MEASURED_DIR = DATA_DIR / "measured"          # <device id>.json: read by the cost model (costmodel/measured.py)
 
 # Sizes per operator. TINY_SIZES is for tests (seconds, not minutes).
 SIZES = {
@@ -486,15 +490,166 @@ def calibrate_cpu(out_path=None, repeats: int = 3, sizes: dict | None = None,
 
 
 # ---------------------------------------------------------------------------------------------
-def calibrate_gpu(out_path=None, repeats: int = 5, sizes=(1024, 2048, 4096, 8192),
-                  copy_mb: int = 1024, device: int = 0, verbose: bool = False) -> dict:
-    """Matmul TFLOP/s (fp16, bf16, fp32 with and without TF32) and device-memory bandwidth.
+# GEMM shapes (K in, N out) of the Llama 3 8B and 70B layers (Megatron TP 1 and 8 for 70B) and token counts: the
+# sweep the cost model's GEMM formula is fitted on (costmodel/measured.py), like AIConfigurator's collector.
+GPU_GEMM_SHAPES = ((4096, 6144), (4096, 4096), (4096, 28672), (14336, 4096), (8192, 10240), (8192, 8192),
+                   (8192, 57344), (28672, 8192), (8192, 1280), (1024, 8192), (8192, 7168), (3584, 8192))
+GPU_GEMM_TOKENS = (1, 8, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+GPU_PREFILL = tuple((b, n, h) for b in (1, 8) for n in (256, 512, 1024, 2048, 4096, 8192) for h in (8, 32))
+GPU_DECODE = tuple((b, c, h) for b in (1, 8, 32, 128) for c in (512, 2048, 8192) for h in (8,))
+GPU_QUICK = {"shapes": GPU_GEMM_SHAPES[:2], "tokens": (1, 64, 1024), "prefill": GPU_PREFILL[:4],
+             "decode": GPU_DECODE[:3]}
+L2_DEFEAT_BYTES = 512 * 2 ** 20     # cycle through copies of the operands until they exceed any L2 cache
+SCHEMA_VERSION_GPU = 2
 
-    Needs torch with CUDA; raises HetagentError when no CUDA device is present. Writes
-    {"version", "host", "gpu": {name, memory_gb, capability, matmul_tflops: {dtype: {n: x}},
-    peak_matmul_tflops: {dtype: x}, mem_bandwidth_gbs}}; default costmodel/data/gpu_microbench.json
-    (costmodel/data/gpu_calibration.json is the Vidur-fitted GPU model, never overwritten here).
-    """
+
+def measure_gpu(torch, dev, repeats: int = 5, quick: bool = False, sizes=(1024, 2048, 4096, 8192),
+                copy_mb: int = 1024, log=lambda m: None) -> dict:
+    """Time the GPU: square matmuls per dtype, a device copy, a GEMM sweep at transformer shapes (fp16, bf16, and fp8
+    through torch._scaled_mm where the GPU and torch have it), causal prefill attention and single-token decode
+    attention (scaled_dot_product_attention, MHA, head dim 128). CUDA-event timing, the best of `repeats`, operands
+    cycled through copies larger than L2 so no repeat reads from cache."""
+    def timed(fn, iters):
+        fn(0)
+        torch.cuda.synchronize(dev)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for i in range(iters):
+            fn(i)
+        end.record()
+        torch.cuda.synchronize(dev)
+        return start.elapsed_time(end) / 1e3 / iters
+
+    def best(fn, iters=10):
+        return min(timed(fn, iters) for _ in range(max(1, repeats)))
+
+    def copies(nbytes):
+        return max(1, min(16, -(-L2_DEFEAT_BYTES // max(int(nbytes), 1))))
+
+    props = torch.cuda.get_device_properties(dev)
+    dtypes = {"fp16": (torch.float16, False), "bf16": (torch.bfloat16, False),
+              "fp32": (torch.float32, False), "tf32": (torch.float32, True)}
+    tflops: dict = {}
+    old_tf32 = torch.backends.cuda.matmul.allow_tf32
+    try:
+        for name, (dt, tf32) in dtypes.items():
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            tflops[name] = {}
+            for n in (sizes[:2] if quick else sizes):
+                a = torch.randn(n, n, device=dev, dtype=dt)
+                b = torch.randn(n, n, device=dev, dtype=dt)
+                t = best(lambda i: torch.matmul(a, b), max(3, min(100, int(5e12 / (2 * n ** 3)))))
+                tflops[name][str(n)] = round(2 * n ** 3 / t / 1e12, 2)
+                log(f"  matmul {name} {n}: {tflops[name][str(n)]} TFLOP/s")
+                del a, b
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old_tf32
+    nbytes = (64 if quick else copy_mb) * 1024 * 1024
+    src = torch.empty(nbytes, dtype=torch.uint8, device=dev)
+    dst = torch.empty_like(src)
+    bw = 2 * nbytes / best(lambda i: dst.copy_(src)) / 1e9
+    del src, dst
+    shapes = GPU_QUICK["shapes"] if quick else GPU_GEMM_SHAPES
+    tokens = GPU_QUICK["tokens"] if quick else GPU_GEMM_TOKENS
+    gemm = []
+    for dname in ("fp16", "bf16", "fp8"):
+        for k, n in shapes:
+            try:
+                if dname == "fp8":
+                    fp8 = getattr(torch, "float8_e4m3fn")
+                    ws = [torch.randn(n, k, device=dev).to(fp8) for _ in range(copies(n * k))]
+                    one = torch.ones((), device=dev)
+                else:
+                    dt = dtypes[dname][0]
+                    ws = [torch.randn(k, n, device=dev, dtype=dt) for _ in range(copies(2 * n * k))]
+                for m in tokens:
+                    if dname == "fp8":
+                        x = torch.randn(m, k, device=dev).to(fp8)
+                        t = best(lambda i: torch._scaled_mm(x, ws[i % len(ws)].t(), scale_a=one, scale_b=one,
+                                                            out_dtype=torch.bfloat16))
+                    else:
+                        x = torch.randn(m, k, device=dev, dtype=dt)
+                        t = best(lambda i: torch.matmul(x, ws[i % len(ws)]))
+                    gemm.append([dname, m, n, k, t])
+                del ws
+            except (RuntimeError, AttributeError, TypeError) as e:      # no fp8 GEMM on this GPU / torch
+                log(f"  gemm {dname} {k}x{n}: skipped ({str(e).splitlines()[0][:80]})")
+                break
+        log(f"  gemm {dname}: {sum(1 for r in gemm if r[0] == dname)} shapes")
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    prefill, decode = [], []
+    for b, n, h in (GPU_QUICK["prefill"] if quick else GPU_PREFILL):
+        try:
+            qkv = [torch.randn(b, h, n, 128, device=dev, dtype=torch.bfloat16) for _ in range(3)]
+            prefill.append([b, n, h, h, 128, best(lambda i: sdpa(*qkv, is_causal=True))])
+            del qkv
+        except RuntimeError as e:                                    # out of memory at the largest sizes
+            log(f"  prefill attention b{b} n{n} h{h}: skipped ({str(e).splitlines()[0][:80]})")
+    for b, c, h in (GPU_QUICK["decode"] if quick else GPU_DECODE):
+        try:
+            kv_bytes = 2 * b * h * c * 128 * 2
+            q = torch.randn(b, h, 1, 128, device=dev, dtype=torch.bfloat16)
+            kvs = [(torch.randn(b, h, c, 128, device=dev, dtype=torch.bfloat16),
+                    torch.randn(b, h, c, 128, device=dev, dtype=torch.bfloat16)) for _ in range(copies(kv_bytes))]
+            decode.append([b, c, h, h, 128, 2.0, best(lambda i: sdpa(q, *kvs[i % len(kvs)]))])
+            del q, kvs
+        except RuntimeError as e:
+            log(f"  decode attention b{b} c{c}: skipped ({str(e).splitlines()[0][:80]})")
+    torch.cuda.empty_cache()
+    log(f"  attention: {len(prefill)} prefill, {len(decode)} decode shapes")
+    return {"name": props.name, "memory_gb": round(props.total_memory / 1e9, 1),
+            "capability": f"{props.major}.{props.minor}", "sm_count": props.multi_processor_count,
+            "torch": torch.__version__, "cuda": torch.version.cuda,
+            "matmul_tflops": tflops, "peak_matmul_tflops": {k: max(v.values()) for k, v in tflops.items()},
+            "mem_bandwidth_gbs": round(bw, 1),
+            "gemm": gemm, "attention_prefill": prefill, "attention_decode": decode,
+            "method": "CUDA-event timed, best of the repeats, after a warm-up call; GEMM rows [dtype, m, n, k, s] "
+                      "(y[m,n] = x[m,k] W[k,n], weights cycled through copies beyond L2); prefill rows "
+                      "[batch, tokens, heads, kv_heads, head_dim, s] (causal SDPA); decode rows [batch, context, heads, "
+                      "kv_heads, head_dim, kv bytes/element, s] (one query token); bandwidth = 2 x bytes / time of "
+                      "a device-to-device copy"}
+
+
+def gpu_document(measured: dict, device_id: str | None = None, catalog: dict | None = None) -> dict:
+    """The calibration file of one GPU: the measurements, the host and date, the catalog id (given, else matched from
+    the CUDA name) and the catalog peaks the cost model will compare them with (so the file stands alone)."""
+    gpu = dict(measured)
+    try:
+        from hetagent.costmodel.measured import catalog_id_for_gpu
+        if catalog is None:
+            from hetagent.costmodel.devices import load_catalog
+            catalog = load_catalog()
+        device_id = device_id or catalog_id_for_gpu(gpu["name"], catalog)
+        if device_id in catalog:
+            d = catalog[device_id]
+            gpu["catalog_peaks"] = {"tflops": dict(d.peak_tflops), "bandwidth_gbs": d.memory_bandwidth_gbs,
+                                    "device": d.name}
+    except Exception as e:         # a bare GPU host without hetagent's dependencies: measurements only
+        gpu["catalog_note"] = f"catalog not read ({type(e).__name__}); set gpu.device_id to use this file"
+    gpu["device_id"] = device_id
+    host = cpu_info()
+    host.update({"hostname": platform.node(), "python": platform.python_version(),
+                 "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                 "hetagent_version": hetagent_version()})
+    return {"version": SCHEMA_VERSION_GPU,
+            "note": f"Measured by `hetagent calibrate --gpu` on {gpu['name']} ({host['hostname']}). The cost model "
+                    "fits this device's GEMM and attention parameters on these rows (costmodel/measured.py).",
+            "host": host, "gpu": gpu}
+
+
+def default_gpu_path(doc: dict) -> Path:
+    """hetagent/costmodel/data/measured/<device id>.json, where the cost model looks (a GPU the catalog does not know:
+    gpu_microbench.json, which it does not read)."""
+    dev = (doc.get("gpu") or {}).get("device_id")
+    return DEFAULT_MEASURED_DIR / f"{dev}.json" if dev else DEFAULT_GPU_PATH
+
+
+def calibrate_gpu(out_path=None, repeats: int = 5, sizes=(1024, 2048, 4096, 8192),
+                  copy_mb: int = 1024, device: int = 0, verbose: bool = False, device_id: str | None = None,
+                  quick: bool = False) -> dict:
+    """Measure the CUDA device (measure_gpu) and write its calibration (gpu_document) to out_path, default
+    hetagent/costmodel/data/measured/<device id>.json, which the cost model reads: the device's status becomes
+    `measured`. Needs torch with CUDA; raises HetagentError when no CUDA device is present."""
     try:
         import torch
     except ImportError as e:
@@ -504,70 +659,21 @@ def calibrate_gpu(out_path=None, repeats: int = 5, sizes=(1024, 2048, 4096, 8192
                             "(torch.cuda.is_available() is False); run it on a GPU host")
     log = (lambda m: print(m, file=sys.stderr, flush=True)) if verbose else (lambda m: None)
     dev = torch.device("cuda", device)
-    props = torch.cuda.get_device_properties(dev)
-
-    def timed(fn, iters):
-        fn()
-        torch.cuda.synchronize(dev)
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(iters):
-            fn()
-        end.record()
-        torch.cuda.synchronize(dev)
-        return start.elapsed_time(end) / 1e3 / iters
-
-    dtypes = {"fp16": (torch.float16, False), "bf16": (torch.bfloat16, False),
-              "fp32": (torch.float32, False), "tf32": (torch.float32, True)}
-    tflops: dict = {}
-    old_tf32 = torch.backends.cuda.matmul.allow_tf32
-    try:
-        for name, (dt, tf32) in dtypes.items():
-            torch.backends.cuda.matmul.allow_tf32 = tf32
-            tflops[name] = {}
-            for n in sizes:
-                a = torch.randn(n, n, device=dev, dtype=dt)
-                b = torch.randn(n, n, device=dev, dtype=dt)
-                iters = max(3, min(100, int(5e12 / (2 * n ** 3))))
-                s = min(timed(lambda: torch.matmul(a, b), iters) for _ in range(max(1, repeats)))
-                tflops[name][str(n)] = round(2 * n ** 3 / s / 1e12, 2)
-                log(f"  {name} {n}: {tflops[name][str(n)]} TFLOP/s")
-                del a, b
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = old_tf32
-    nbytes = copy_mb * 1024 * 1024
-    src = torch.empty(nbytes, dtype=torch.uint8, device=dev)
-    dst = torch.empty_like(src)
-    s = min(timed(lambda: dst.copy_(src), 10) for _ in range(max(1, repeats)))
-    bw = 2 * nbytes / s / 1e9
-    del src, dst
-    torch.cuda.empty_cache()
-    gpu = {"name": props.name, "memory_gb": round(props.total_memory / 1e9, 1),
-           "capability": f"{props.major}.{props.minor}", "sm_count": props.multi_processor_count,
-           "torch": torch.__version__, "cuda": torch.version.cuda,
-           "matmul_tflops": tflops,
-           "peak_matmul_tflops": {k: max(v.values()) for k, v in tflops.items()},
-           "mem_bandwidth_gbs": round(bw, 1),
-           "method": "torch.matmul n x n (2 n^3 flops), CUDA-event timed, after a warm-up; "
-                     "bandwidth = 2 x bytes / time of a device-to-device copy"}
-    host = cpu_info()
-    host.update({"python": platform.python_version(),
-                 "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                 "hetagent_version": hetagent_version()})
-    result = {"version": SCHEMA_VERSION,
-              "note": f"Measured by `hetagent calibrate --gpu` on {props.name}.",
-              "host": host, "gpu": gpu}
-    _write(result, out_path or DEFAULT_GPU_PATH)
-    return result
+    doc = gpu_document(measure_gpu(torch, dev, repeats, quick, sizes, copy_mb, log), device_id)
+    path = Path(out_path) if out_path else default_gpu_path(doc)
+    _write(doc, path)
+    doc["written_to"] = str(path)
+    return doc
 
 
 # ---------------------------------------------------------------------------------------------
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of `hetagent calibrate` (for the CLI to reuse)."""
     p.add_argument("--gpu", action="store_true", help="calibrate the CUDA device instead of the CPU")
+    p.add_argument("--device-id", help="--gpu: the catalog id of the GPU (default: matched from its CUDA name)")
     p.add_argument("--out", "-o", default=None, help="where to write the JSON "
-                   "(default: hetagent/costmodel/data/cpu_calibration.json, "
-                   "gpu_microbench.json with --gpu)")
+                   "(default: hetagent/costmodel/data/cpu_calibration.json; with --gpu "
+                   "hetagent/costmodel/data/measured/<device id>.json, which the cost model reads)")
     p.add_argument("--repeats", type=int, default=3, help="runs per size (the fastest is kept)")
     p.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test, not a calibration)")
     p.add_argument("--quiet", action="store_true")
@@ -575,7 +681,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> dict:
     if args.gpu:
-        return calibrate_gpu(args.out, repeats=max(args.repeats, 1), verbose=not args.quiet)
+        return calibrate_gpu(args.out, repeats=max(args.repeats, 1), verbose=not args.quiet,
+                             device_id=getattr(args, "device_id", None), quick=args.quick)
     return calibrate_cpu(args.out, repeats=args.repeats, verbose=not args.quiet,
                          sizes=TINY_SIZES if args.quick else None)
 
@@ -589,7 +696,7 @@ def main(argv=None) -> int:
     except HetagentError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    out = args.out or (DEFAULT_GPU_PATH if args.gpu else DEFAULT_CPU_PATH)
+    out = result.get("written_to") or args.out or DEFAULT_CPU_PATH
     print(f"wrote {out}")
     if "operators" in result:
         for kind, e in result["operators"].items():

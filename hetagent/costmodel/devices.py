@@ -65,6 +65,8 @@ class Device:
     vector_isa: str | None = None
     matrix_isa: str | None = None
     operating_cost_usd_per_hour: float | None = None   # only the paper-2025 catalog: its printed column
+    architecture: str | None = None        # chip family (ampere, ada, hopper, blackwell, cdna3, ...): which fit applies
+    efficiency_factor: float = 1.0         # < 1: runs at that share of the cost model's rate (derated copies, fleets)
     figures: dict[str, Figure] = field(default_factory=dict, compare=False)
     path: str | None = field(default=None, compare=False)
 
@@ -87,7 +89,7 @@ class Device:
 
 _TOP = {"id", "name", "vendor", "kind", "released", "peak_tflops", "memory_gb", "memory_bandwidth_gbs",
         "tdp_w", "price_usd", "rent_usd_per_hour", "scaleup", "scaleout_nic_gbps", "host_overhead", "cpu",
-        "operating_cost_usd_per_hour"}
+        "operating_cost_usd_per_hour", "architecture", "efficiency_factor"}
 _REQUIRED = ("id", "name", "vendor", "kind", "peak_tflops", "memory_gb", "memory_bandwidth_gbs", "tdp_w",
              "price_usd", "rent_usd_per_hour", "scaleup", "scaleout_nic_gbps")
 _SCALEUP = {"bandwidth_gbs", "devices_per_node", "fast_link_group", "pcie_bandwidth_gbs"}
@@ -163,6 +165,9 @@ def device_from_mapping(data, where: Where, expect_id: str | None = None) -> Dev
     released = data.get("released")
     if released is not None and not isinstance(released, str):
         raise where.error("released", 'must be a quoted string like "2022-09"')
+    arch = data.get("architecture")
+    if arch is not None and (not isinstance(arch, str) or not arch or arch != arch.lower()):
+        raise where.error("architecture", "must be a lower-case name like 'hopper'")
 
     figs: dict[str, Figure] = {}
     peaks = _section(data, "peak_tflops", set(PRECISIONS), where)
@@ -177,6 +182,10 @@ def device_from_mapping(data, where: Where, expect_id: str | None = None) -> Dev
                      "scaleout_nic_gbps")}
     opcost = (_figure(data["operating_cost_usd_per_hour"], "operating_cost_usd_per_hour", where, figs)
               if data.get("operating_cost_usd_per_hour") is not None else None)
+    eff = (_figure(data["efficiency_factor"], "efficiency_factor", where, figs)
+           if data.get("efficiency_factor") is not None else None)
+    if eff is not None and not 0 < eff <= 10:
+        raise where.error("efficiency_factor", f"must be in (0, 10], got {eff}")
     su = _section(data, "scaleup", _SCALEUP, where, required=("bandwidth_gbs", "devices_per_node"))
     scaleup = {k: _figure(su[k], f"scaleup.{k}", where, figs) if k in su else None for k in _SCALEUP}
     if data.get("host_overhead") is not None:
@@ -218,7 +227,8 @@ def device_from_mapping(data, where: Where, expect_id: str | None = None) -> Dev
         pcie_bandwidth_gbs=scaleup["pcie_bandwidth_gbs"], scaleout_nic_gbps=top["scaleout_nic_gbps"],
         cores=_int(cpu.get("cores"), "cpu.cores", where), threads=_int(cpu.get("threads"), "cpu.threads", where),
         base_clock_ghz=cpu.get("base_clock_ghz"), all_core_clock_ghz=cpu.get("all_core_clock_ghz"),
-        vector_isa=vector_isa, matrix_isa=matrix_isa, operating_cost_usd_per_hour=opcost, figures=figs, path=where.file,
+        vector_isa=vector_isa, matrix_isa=matrix_isa, operating_cost_usd_per_hour=opcost, architecture=arch,
+        efficiency_factor=float(eff) if eff is not None else 1.0, figures=figs, path=where.file,
     )
 
 
@@ -286,6 +296,11 @@ def device_dict(device: Device) -> dict:
     out["notes"] = {k: f.note for k, f in device.figures.items() if f.note}
     out["dates"] = {k: f.date for k, f in device.figures.items() if f.date}
     out["cost_efficiency"] = cost_efficiency(device)
+    out["architecture"] = device.architecture
+    if device.efficiency_factor != 1.0:
+        out["efficiency_factor"] = device.efficiency_factor
+    from hetagent.costmodel.uncertainty import device_calibration
+    out["calibration"] = device_calibration(device)
     return out
 
 
@@ -303,8 +318,9 @@ def _fmt(x, digits=0) -> str:
 def format_devices_table(catalog: str = DEFAULT_CATALOG, config_dir=None) -> str:
     """Readable text table for `hetagent devices`; '~' marks an estimated figure."""
     devices = load_catalog(catalog, config_dir)
+    from hetagent.costmodel.uncertainty import interval, status
     head = ("id", "kind", "fp16/bf16 TF", "fp8 TF", "mem GB", "BW GB/s", "TDP W", "price $", "rent $/h",
-            "$/GB/s", "$/TFLOP")
+            "$/GB/s", "$/TFLOP", "calibration", "time x")
     rows = [head]
     for d in devices.values():
         def mark(key, text):
@@ -322,6 +338,7 @@ def format_devices_table(catalog: str = DEFAULT_CATALOG, config_dir=None) -> str
             mark("price_usd", _fmt(d.price_usd, 0)),
             mark("rent_usd_per_hour", _fmt(d.rent_usd_per_hour, 2)),
             _fmt(eff["usd_per_gbs"], 2), _fmt(eff["usd_per_fp16_tflop"], 1),
+            st := status(d), "{low:.2f}-{high:.2f}".format(**iv) if (iv := interval(st, d))["low"] else "-",
         ))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
@@ -329,4 +346,7 @@ def format_devices_table(catalog: str = DEFAULT_CATALOG, config_dir=None) -> str
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines.append(f"catalog: {catalog or DEFAULT_CATALOG}; peaks as given in the files (default catalog: dense); '~' = estimate (see --json for sources "
                  "and methods)")
+    lines.append("calibration: measured (operator measurements of the device), calibrated (end-to-end MLPerf results), "
+                 "datasheet (peaks with another device's fit); time x: the range of true / predicted time its class "
+                 "showed in cross-validation")
     return "\n".join(lines)

@@ -148,8 +148,39 @@ def options_for(op, device, model=None) -> list[DeviceOption]:
 
 # --------------------------------------------------------------------------------------------------- pricing
 def cost(op, option: DeviceOption, catalog="default") -> OpCost:
-    """Price one execution of the operator on a device option; raises CostModelError when it cannot run."""
+    """Price one execution of the operator on a device option; raises CostModelError when it cannot run.
+    The result carries its calibration status and latency interval (costmodel/uncertainty.py); a derated device
+    (efficiency_factor < 1) takes 1/factor as long on every kind but network transfers and hosted calls."""
     device = _device(option.device, catalog)
+    return _annotate(_cost(op, option, device), op, device)
+
+
+# kinds priced by the roofline's forward step (which applies the device's efficiency itself)
+_NETWORK_KINDS = {"llm.kv_transfer", "llm.remote"}
+
+
+def _annotate(c: OpCost, op, device) -> OpCost:
+    from hetagent.costmodel import uncertainty as unc
+    derate = float(getattr(device, "efficiency_factor", 1.0) or 1.0)
+    if derate != 1.0 and "efficiency" not in c.detail and op.kind not in _NETWORK_KINDS:
+        c.latency_ms /= derate
+        c.throughput_rps *= derate
+        for k in ("ttft_ms", "tbt_ms"):
+            if k in c.detail:
+                c.detail[k] /= derate
+    if op.kind in _NETWORK_KINDS or (op.kind in TENSOR_KINDS and not _is_cpu(device)):
+        st = "datasheet"                         # NIC figures, provider defaults, unfitted tensor formulas
+    elif _is_cpu(device):
+        st = "measured" if c.detail.get("calibrated") and unc.status(device) == "measured" else "datasheet"
+    else:
+        st = unc.status(device)
+    c.calibration_status = st
+    iv = unc.latency_interval_ms(c.latency_ms, st, device)
+    c.latency_interval_ms = iv if iv[0] is not None else None
+    return c
+
+
+def _cost(op, option: DeviceOption, device) -> OpCost:
     kind = op.kind
     if kind not in ALL_KINDS:
         raise CostModelError(f"operator '{op.name}': unknown kind '{kind}'; choices: {', '.join(sorted(ALL_KINDS))}")
@@ -164,6 +195,11 @@ def cost(op, option: DeviceOption, catalog="default") -> OpCost:
     return _tensor(op, option, device)
 
 
+def _kvp(o, device) -> str:
+    """The option's KV-cache precision (DeviceOption.kv_precision where the option has one), else the default."""
+    return getattr(o, "kv_precision", None) or rl.default_kv_precision(device, o.precision)
+
+
 def _llm_memory(op, o, model, device):
     a = op.attrs
     prompt = int(a.get("prompt_tokens", a.get("tokens", 1)) or 1)
@@ -171,7 +207,7 @@ def _llm_memory(op, o, model, device):
     phase = a.get("phase")
     is_prefill = op.kind in ("llm.prefill", "llm.kv_transfer") or phase == "prefill"
     in_flight = o.batch * (prompt if is_prefill else 1)
-    mem = rl.memory_gb(model, device, o.precision, o.tp, o.pp, o.batch, in_flight, prompt + out)
+    mem = rl.memory_gb(model, device, o.precision, o.tp, o.pp, o.batch, in_flight, prompt + out, _kvp(o, device))
     rl.check_fits(model, device, o.label(), mem)
     return mem
 
@@ -188,7 +224,7 @@ def _llm(op, o, device) -> OpCost:
     prompt = int(a.get("prompt_tokens", a.get("tokens", 1)) or 1)
     out = int(a.get("output_tokens", 1) or 1)
     if _is_cpu(device) and op.kind in LLM_KINDS:
-        attrs = dict(a, kv_bytes=a.get("kv_bytes") or model.kv_bytes_per_token(o.precision) * prompt)
+        attrs = dict(a, kv_bytes=a.get("kv_bytes") or model.kv_bytes_per_token(_kvp(o, device)) * prompt)
         secs, info = _calibrated_seconds(op.kind, attrs, device, context=prompt + out / 2)
         if secs is not None:      # llama.cpp on the CPU serves one sequence at a time: batch x the time
             lat = secs * o.batch
@@ -202,8 +238,11 @@ def _llm(op, o, device) -> OpCost:
     _, psrc = rl.device_params(device)
     detail = {"calibration": psrc, "memory": {k: round(v, 3) for k, v in mem.items()}}
     kind = op.kind
+    if kind != "llm.kv_transfer":
+        eff, esrc = rl.device_efficiency(device, o.precision)
+        detail.update(efficiency=round(eff, 4), efficiency_source=esrc)
     if kind == "llm.kv_transfer":
-        nbytes = float(a.get("kv_bytes") or model.kv_bytes_per_token(o.precision) * int(a.get("tokens", prompt)))
+        nbytes = float(a.get("kv_bytes") or model.kv_bytes_per_token(_kvp(o, device)) * int(a.get("tokens", prompt)))
         s = rl.transfer_time_s(nbytes * o.batch, device, device, same_node=False)
         same = rl.transfer_time_s(nbytes * o.batch, device, device, same_node=True)
         detail.update(bytes=nbytes * o.batch, same_node_ms=same.total_s * 1e3, link="scaleout")
@@ -211,11 +250,12 @@ def _llm(op, o, device) -> OpCost:
     phase = "prefill" if kind in ("llm.prefill", "expert.tp_prefill") else a.get("phase", "decode")
     if kind in ("llm.prefill", "llm.decode", "expert.tp_prefill", "expert.tp_decode") or phase in ("prefill", "decode"):
         if phase == "prefill":
-            whole = rl.prefill(model, device, o.precision, o.tp, o.pp, o.batch, prompt)
+            whole = rl.prefill(model, device, o.precision, o.tp, o.pp, o.batch, prompt, kv_precision=_kvp(o, device))
             step, steps = whole, 1
             detail["ttft_ms"] = whole.total_s * 1e3
         else:
-            whole, step = rl.decode(model, device, o.precision, o.tp, o.pp, o.batch, prompt, out)
+            whole, step = rl.decode(model, device, o.precision, o.tp, o.pp, o.batch, prompt, out,
+                                    kv_precision=_kvp(o, device))
             steps = out
             detail["tbt_ms"] = step.total_s * 1e3
     if kind in MOE_KINDS:

@@ -122,6 +122,12 @@ def default_kv_precision(device, precision: str) -> str:
     return precision if precision in KV_FORMATS else "bf16"
 
 
+def kv_precisions(device) -> list[str]:
+    """KV-cache formats the device has a rate for (the ones an engine can compute attention from)."""
+    peaks = getattr(device, "peak_tflops", None) or {}
+    return [p for p in KV_FORMATS if peaks.get(p)]
+
+
 def _kv(device, precision, kv_precision):
     kvp = kv_precision or default_kv_precision(device, precision)
     if kvp not in WEIGHT_BYTES:

@@ -31,3 +31,7 @@ class OpCost:
     bound: str                 # one of BOUNDS: the resource that sets latency_ms
     price_per_execution: float = 0.0   # $ charged per execution (hosted APIs, per-token profiles)
     detail: dict = field(default_factory=dict)  # e.g. {"ttft_ms":.., "tbt_ms":.., "flops":.., "bytes":..}
+    # How sure (costmodel/uncertainty.py): measured | calibrated | datasheet, and [low, high] ms that the status's
+    # cross-validated residuals put around latency_ms (None where nothing was validated).
+    calibration_status: str = "datasheet"
+    latency_interval_ms: list | None = None
