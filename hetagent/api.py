@@ -102,10 +102,7 @@ def operator_graph(source):
 
 
 def estimate(model: str, device: str, op: str, **kwargs) -> dict:
-    """Latency, throughput, memory, power and bound of one LLM phase on one device option: the same keys as
-    `hetagent estimate --json`, including kv_precision, calibration_status (measured, calibrated, datasheet) and
-    latency_interval_ms [low, high]. Keyword arguments: tokens, batch, context, tp, pp, precision, kv_precision,
-    catalog."""
+    """Latency, throughput, memory, power and bound of one LLM phase on one device option."""
     from hetagent.costmodel.estimate import estimate as _estimate
     return _estimate(model, device, op, **kwargs)
 

@@ -15,7 +15,8 @@ from hetagent.costmodel.models import load_model, load_models
 from hetagent.errors import CatalogError, InputError
 
 DEVICE_IDS = {"xeon-sapphirerapids", "epyc-genoa", "epyc-turin", "t4", "l4", "a10g", "a40", "l40s", "a100",
-              "h100", "h100-pcie", "h200", "b200", "mi300x", "gaudi3"}
+              "h100", "h100-pcie", "h200", "b200", "mi300x", "gaudi3",
+              "mi325x", "mi355x", "h200-nvl", "gb200", "rtx-pro-6000", "arc-pro-b60"}
 MODEL_IDS = {"llama-3-8b", "llama-3-70b", "llama-2-7b", "llama-2-70b", "phi-2", "mixtral-8x7b", "whisper-tiny",
              "whisper-small", "whisper-large-v3", "all-minilm-l6-v2", "gemma-3-270m", "piper-joe-medium"}
 PAPER = "Asgar et al. 2025 (arXiv 2507.19635)"
