@@ -5,6 +5,10 @@
    (memory-bound / compute-bound by the roofline), in-sample (per-device fit), generic fit, leave-one-device-out
    (fit on A40 predict A100 and back; needs scipy and the shared data), and held-out models of the summary table.
 2. Serving engines: predicted decode time against published vLLM / NIM (TensorRT-LLM) measurements.
+3. Every operator class of the committed calibration on the AIConfigurator and Vidur tables (GEMM bf16 and fp8,
+   prefill and decode attention, NCCL all-reduce, elementwise): in-sample, group cross-validated and leave one
+   device out, per device (`operators`; misses are listed in `operator_failed_views`, they do not set the exit code).
+   End to end per device against MLPerf: benchmarks/mlperf_ratios.py.
 
     python benchmarks/costmodel_accuracy.py                  # all views, writes benchmarks/results/costmodel_accuracy.json
     python benchmarks/costmodel_accuracy.py --vidur DIR --json   # committed calibration on DIR's tables, no refit
@@ -276,6 +280,17 @@ def cpu_section(calibration_path=None, device_id="local-cpu", fleet="local-cpu")
             "loso": cal._stats(all_loso), "device_all": cal._stats(all_dev), "operators": out}
 
 
+# ---------------------------------------------------------------------------------------------- operators
+def operator_section(data_dir=SHARED_VIDUR.parents[1], calib=None) -> dict:
+    """In-sample (committed parameters), group-cross-validated and leave-one-device-out errors of every operator
+    class on the measured devices (hetagent.costmodel.fit.cross_validate; needs pyarrow and scipy)."""
+    from hetagent.costmodel import fit
+    calib = calib or cal.load_gpu_calibration()
+    od = fit.load_operator_data(Path(data_dir))
+    views, _ = fit.cross_validate(od, {"devices": calib["devices"]})
+    return views
+
+
 # ---------------------------------------------------------------------------------------------- serving
 def serving(engine=True) -> dict:
     from hetagent.costmodel.devices import get_device
@@ -321,7 +336,7 @@ def main(argv=None) -> int:
     res = {"committed_calibration": predict_dir(d, calib), "in_sample": in_sample(d, calib), "lodo": lodo(d),
            "held_out_models": held_out_models(d / "vidur_mlp_layer_summary_a100_a40.csv", calib),
            "serving": serving(True), "serving_without_engine_overheads": serving(False),
-           "cpu": cpu_section(args.cpu_calibration),
+           "cpu": cpu_section(args.cpu_calibration), "operators": operator_section(),
            "targets": {"median_ape": TARGET_MEDIAN, "p90_ape": TARGET_P90, "coverage": MIN_COVERAGE,
                        "serving_median_ape": 0.25}}
     views = {**{f"in_sample.{k}.{r}": v[r] for k, v in res["in_sample"].items() for r in v},
@@ -331,6 +346,9 @@ def main(argv=None) -> int:
              **({"cpu.loso.all": res["cpu"]["loso"], "cpu.device.all": res["cpu"]["device_all"]} if "loso" in res["cpu"]
                 else {})}
     res["failed_views"] = [k for k, v in views.items() if not meets(v)]
+    res["operator_failed_views"] = [f"{c}.{d}.{w}" for c, per in res["operators"].items() for d, v in per.items()
+                                    for w in ("in_sample", "cv", "lodo") if isinstance(v.get(w), dict)
+                                    and "median_ape" in v[w] and not meets(v[w])]
     res["ok"] = not res["failed_views"] and res["committed_calibration"]["coverage"] >= MIN_COVERAGE
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(res, indent=1) + "\n")
@@ -339,11 +357,17 @@ def main(argv=None) -> int:
         print(json.dumps({"median_ape": c["median_ape"], "p90_ape": c["p90_ape"], "rows": c["rows"],
                           "rows_total": c["rows_total"], "serving_median_ape": res["serving"]["median_ape"],
                           "cpu_loso": res["cpu"].get("loso"), "cpu_device": res["cpu"].get("device_all"),
-                          "failed_views": res["failed_views"], "ok": res["ok"]}, separators=(",", ":")))
+                          "failed_views": res["failed_views"], "operator_failed_views": res["operator_failed_views"],
+                          "ok": res["ok"]}, separators=(",", ":")))
     else:
         for k, v in views.items():
             print(f"{k:55s} n={v.get('rows', 0):6d} median {v.get('median_ape', 0):.3f} p90 {v.get('p90_ape', 0):.3f}",
                   file=sys.stderr)
+        for c, per in res["operators"].items():
+            for d, v in per.items():
+                print(f"operators.{c}.{d}: " + "; ".join(
+                    f"{w} median {v[w]['median_ape']:.3f} p90 {v[w]['p90_ape']:.3f}" for w in ("in_sample", "cv", "lodo")
+                    if isinstance(v.get(w), dict) and "median_ape" in v[w]), file=sys.stderr)
         for p in res["serving"]["points"]:
             print(f"serving {p['engine']:20s} {p['model']:13s} {p['device']} tp{p['tp']} {p['precision']} b{p['batch']} "
                   f"{p['metric']} measured {p['measured']} predicted {p['predicted']} ({p['error']:+.1%})", file=sys.stderr)

@@ -9,7 +9,7 @@ from hetagent.configs import Where, read_yaml
 from hetagent.errors import InputError, unknown_choice
 
 FAMILIES = ("llm", "stt", "tts", "embedding")
-MODEL_PRECISIONS = ("fp32", "bf16", "fp16", "fp8", "int8", "int4")
+MODEL_PRECISIONS = ("fp32", "bf16", "fp16", "fp8", "int8", "int4", "fp4")
 BYTES_PER_ELEMENT = {"fp32": 4.0, "tf32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0,
                      "int4": 0.5, "fp4": 0.5}
 

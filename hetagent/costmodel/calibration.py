@@ -203,10 +203,13 @@ def attention_prefill_time_s(batch, n, heads, kv_heads, head_dim, peak_flops, ba
 def attention_decode_time_s(batch, context, heads, kv_heads, head_dim, bandwidth, p, kv_bytes=2.0):
     """Seconds of one paged decode-attention layer: `batch` sequences each reading `context` cached tokens and writing
     one. A fixed launch cost, a cost per sequence and query head (normalized to 32 heads), and the KV bytes at the
-    fitted bandwidth efficiency. Returns (t, bytes)."""
+    fitted bandwidth efficiency, reached only with enough (sequence, KV head) pairs to occupy the GPU: the share
+    pairs / (pairs + parallel_half). Returns (t, bytes)."""
     byts = batch * (context + 1.0) * 2.0 * kv_heads * head_dim * kv_bytes
     fixed = (p["overhead_us"] + p.get("per_seq_head_us", 0.0) * batch * heads / 32.0) * 1e-6
-    return fixed + byts / (bandwidth * p["eff_memory"]), byts
+    pairs = batch * kv_heads
+    share = pairs / (pairs + p.get("parallel_half", 0.0))
+    return fixed + byts / (bandwidth * p["eff_memory"] * share), byts
 
 
 def nccl_allreduce_time_s(nbytes, n, link_bandwidth, p):

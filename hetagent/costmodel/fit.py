@@ -126,14 +126,16 @@ def gemm_arrays(device: str, vidur_rows: list, aic: dict | None, precision: str)
     return out
 
 
-def prefill_attention_arrays(device: str, aic: dict) -> dict:
+def prefill_attention_arrays(device: str, aic: dict, kv: str = "bfloat16") -> dict:
+    """Prefill-attention rows of one KV-cache dtype (the fit uses bf16; L40S's fp8-KV FlashInfer rows are only
+    predicted, attention math at the 16-bit rate with half the KV bytes, and reported)."""
     dev = _device(device)
     c = aic["context"]
-    sel = c["kv_cache_dtype"] == "bfloat16"
+    sel = c["kv_cache_dtype"] == kv
     out = {"b": c["batch_size"][sel].astype(float), "n": c["isl"][sel].astype(float),
            "h": c["num_heads"][sel].astype(float), "kv": c["num_key_value_heads"][sel].astype(float),
            "hd": c["head_dim"][sel].astype(float), "t": c["latency"][sel] * 1e-3}
-    out["kvb"] = np.full(out["t"].size, 2.0)
+    out["kvb"] = np.full(out["t"].size, 1.0 if kv == "fp8" else 2.0)
     out["group"] = np.array([f"{h}/{k}" for h, k in zip(out["h"], out["kv"])])
     m = out["t"].size
     out["peak"], out["bw"] = np.full(m, _peak(dev, "fp16")), np.full(m, dev.memory_bandwidth_gbs * 1e9)
@@ -215,9 +217,9 @@ def fit_decode(a) -> dict:
     f = _sub(a, a["fit"])
 
     def p_of(x):
-        return dict(eff_memory=x[0], overhead_us=x[1], per_seq_head_us=x[2])
-    x = _lsq(lambda x: np.log(decode_predict(f, p_of(x)) / f["t"]), [0.7, 10.0, 0.1], [0.05, 0.0, 0.0],
-             [1.5, 500.0, 50.0])
+        return dict(eff_memory=x[0], overhead_us=x[1], per_seq_head_us=x[2], parallel_half=x[3])
+    x = _lsq(lambda x: np.log(decode_predict(f, p_of(x)) / f["t"]), [0.7, 10.0, 0.1, 4.0], [0.05, 0.0, 0.0, 0.0],
+             [1.5, 500.0, 50.0, 1000.0])
     return {k: round(float(v), 4) for k, v in p_of(x).items()}
 
 
@@ -273,7 +275,9 @@ def load_operator_data(data_dir: Path) -> dict:
         data["attention_decode"][d] = decode_attention_arrays(d, aic[d])
         data["allreduce"][d] = nccl_arrays(d, aic[d])
     aic_rows = {d: {k: int(next(iter(v.values())).size) for k, v in aic[d].items()} for d in AIC_DIRS}
-    return {"data": data, "vidur_rows": rows, "vidur_files": files, "aic_rows": aic_rows}
+    fp8_prefill = {d: prefill_attention_arrays(d, aic[d], "fp8") for d in AIC_DIRS
+                   if (aic[d]["context"]["kv_cache_dtype"] == "fp8").any()}
+    return {"data": data, "vidur_rows": rows, "vidur_files": files, "aic_rows": aic_rows, "fp8_prefill": fp8_prefill}
 
 
 def _fit(cls, devices, data):
@@ -358,6 +362,8 @@ def cross_validate(od: dict, fits: dict) -> dict:
                 raw["lodo"].setdefault(cls, []).append(lo)
             if cls == "attention_decode":
                 res["within_l2_not_fitted"] = _stats(_ratio(cls, _sub(a, ~a["beyond_l2"] & ~a["fit"]), own))
+            if cls == "attention_prefill" and d in od.get("fp8_prefill", {}):
+                res["fp8_kv_flashinfer_not_fitted"] = _stats(_ratio(cls, od["fp8_prefill"][d], own))
             if cls == "allreduce" and (~a["fit"]).any():
                 res["not_fitted_group_sizes"] = _stats(_ratio(cls, _sub(a, ~a["fit"]), own))
             out[cls][d] = res
@@ -464,6 +470,14 @@ def combined_quantiles(shares: list[dict], pools: dict, qs=INTERVAL_QUANTILES, d
     return [float(x) for x in np.quantile(tot, qs)]
 
 
+def _down(x) -> float:
+    return math.floor(float(x) * 1000) / 1000       # interval ends are rounded outward
+
+
+def _up(x) -> float:
+    return math.ceil(float(x) * 1000) / 1000
+
+
 def intervals(raw_ops: dict, e2e: dict, shares: list[dict], cpu_loso: list | None) -> dict:
     """Time factors [low, high] per calibration status (docs/costmodel.md, "How sure"): a factor f means the true
     time may be f x the predicted time.
@@ -477,7 +491,7 @@ def intervals(raw_ops: dict, e2e: dict, shares: list[dict], cpu_loso: list | Non
     cv = {c: 1.0 / v for c, v in raw_ops["cv"].items()}          # predicted/measured -> measured/predicted
     lodo = {c: 1.0 / v for c, v in raw_ops["lodo"].items()}
     m_lo, m_hi = combined_quantiles(shares, cv)
-    out = {"measured": {"low": round(m_lo, 3), "high": round(m_hi, 3),
+    out = {"measured": {"low": _down(m_lo), "high": _up(m_hi),
                         "method": "p5-p95 of a step's time when each operator class's error is drawn from its "
                                   "group-cross-validated residuals on measured devices, weighted by its time share in "
                                   "reference steps",
@@ -486,14 +500,14 @@ def intervals(raw_ops: dict, e2e: dict, shares: list[dict], cpu_loso: list | Non
     cal_r = np.asarray(e2e["loso_time_ratios"], float)
     lo = math.exp(-math.hypot(math.log(min(cal_r.min(), 1.0)), math.log(m_lo)))
     hi = math.exp(math.hypot(math.log(max(cal_r.max(), 1.0)), math.log(m_hi)))
-    out["calibrated"] = {"low": round(lo, 3), "high": round(hi, 3),
+    out["calibrated"] = {"low": _down(lo), "high": _up(hi),
                          "method": "range of leave-one-submission-out end-to-end time ratios (MLPerf v4.1, both prompt "
                                    "lengths), combined in log quadrature with the measured interval",
                          "end_to_end": [round(float(cal_r.min()), 3), round(float(cal_r.max()), 3)],
                          "rows": int(cal_r.size)}
     d_lo, d_hi = combined_quantiles(shares, lodo)
     e = np.asarray(e2e["lodo_time_ratios"], float)
-    out["datasheet"] = {"low": round(float(min(d_lo, e.min())), 3), "high": round(float(max(d_hi, e.max())), 3),
+    out["datasheet"] = {"low": _down(min(d_lo, e.min())), "high": _up(max(d_hi, e.max())),
                         "method": "wider of: p5-p95 of a step's time with each class's error drawn from its "
                                   "leave-one-device-out residuals (weighted as for measured), and the range of the "
                                   "leave-one-device-out end-to-end time ratios (MLPerf v4.1, both prompt lengths)",
@@ -503,7 +517,7 @@ def intervals(raw_ops: dict, e2e: dict, shares: list[dict], cpu_loso: list | Non
     if cpu_loso:
         r = np.asarray(cpu_loso, float)
         a, b = np.quantile(r, [q0, q1])
-        out["cpu_measured"] = {"low": round(float(a), 3), "high": round(float(b), 3),
+        out["cpu_measured"] = {"low": _down(a), "high": _up(b),
                                "method": "p5-p95 of leave-one-size-out measured/predicted seconds of the CPU "
                                          "calibration (cpu_calibration.json samples)", "rows": int(r.size)}
     out["reference_steps"] = shares
@@ -577,8 +591,8 @@ def fit_gpu_calibration(data_dir) -> dict:
             "method": ("scipy.optimize.least_squares on log(predicted/measured): GEMM t=(tc^k+tm^k)^(1/k)+t0 with tc on "
                        "M+tile_pad_rows rows (Vidur layer GEMMs and AIConfigurator GEMMs with N,K >= "
                        f"{GEMM_MIN_NK}); prefill attention t=t0+t_sh*b*h/32+(tc^k+tm^k)^(1/k), tc on n(n+64)/2 "
-                       "causal pairs; decode attention t=t0+t_sh*b*h/32+KV bytes/(bw*eff) on rows whose KV is beyond L2 "
-                       "or tiny; NCCL all-reduce per group size min(two protocols); elementwise t=t0+bytes/(bw*eff); "
+                       "causal pairs; decode attention t=t0+t_sh*b*h/32+KV bytes/(bw*eff*s), s=b*kv/(b*kv+n_half), on rows "
+                       "whose KV is beyond L2 or tiny; NCCL all-reduce per group size min(two protocols); elementwise t=t0+bytes/(bw*eff); "
                        "per device, per family (ampere: a100+a40; ada: l40s) and generic (all measured devices)"),
             "l2_bytes": {d: {"value": v, "source": s} for d, (v, s) in L2_BYTES.items()},
             "date": _dt.date.today().isoformat(),

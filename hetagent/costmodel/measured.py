@@ -22,25 +22,28 @@ from hetagent.errors import CostModelError
 
 
 def catalog_id_for_gpu(name: str, catalog: dict | None = None) -> str | None:
-    """The catalog id of a CUDA device name ('NVIDIA H100 80GB HBM3' -> h100): the device whose name's words, minus
-    the vendor and the memory size, all occur in the CUDA name; the longest such match wins (h100-pcie over h100)."""
+    """The catalog id of a CUDA / ROCm device name ('NVIDIA H100 80GB HBM3' -> h100, 'NVIDIA H100 PCIe' -> h100-pcie):
+    each catalog name scores the words it shares with the device name (vendor and memory size left out) minus the
+    words it lacks, plus one half when its id appears in the name; the best positive score wins (None otherwise)."""
     if catalog is None:
         from hetagent.costmodel.devices import load_catalog
         catalog = load_catalog()
-    cuda = name.lower().replace("-", " ").replace("_", " ")
-    words_in = set(cuda.split())
-    best, score = None, 0
+
+    def words(text):
+        return [w for w in text.lower().replace("-", " ").replace("_", " ").replace(",", " ").split()
+                if w not in ("nvidia", "amd", "intel", "instinct", "tesla") and not w.endswith("gb")]
+    cuda = words(name)
+    have, joined = set(cuda), " ".join(cuda)
+    best, score = None, 0.0
     for dev in catalog.values():
         if getattr(dev, "kind", "gpu") == "cpu":
             continue
-        words = [w for w in dev.name.lower().replace("-", " ").split()
-                 if w not in ("nvidia", "amd", "intel", "instinct") and not w.endswith("gb")]
-        if words and all(w in words_in or w in cuda for w in words) and len(words) > score:
-            best, score = dev.id, len(words)
-    if best is None:
-        for dev in catalog.values():
-            if dev.id.replace("-", " ") in cuda:
-                best = dev.id
+        ws = words(dev.name)
+        sc = sum(1 for w in ws if w in have) - sum(1 for w in ws if w not in have)
+        if dev.id.replace("-", " ") in joined:
+            sc += 0.5
+        if sc > score:
+            best, score = dev.id, sc
     return best
 
 

@@ -280,8 +280,9 @@ def layer_step(model, device, precision, tp, m_tokens, batch, attn_ctx, phase, e
     else:
         pa = p["attention_decode"]
         t, kv_io = cal.attention_decode_time_s(batch, attn_ctx, heads_d, kvh_d, hd, bw, pa, kv_b)
-        mem = kv_io / (bw * pa["eff_memory"])
-        att = StepCost(memory_s=mem, latency_s=t - mem, bytes=kv_io, flops=4.0 * batch * attn_ctx * hd * heads_d)
+        fixed = (pa["overhead_us"] + pa.get("per_seq_head_us", 0.0) * batch * heads_d / 32.0) * 1e-6
+        mem = t - fixed
+        att = StepCost(memory_s=mem, latency_s=fixed, bytes=kv_io, flops=4.0 * batch * attn_ctx * hd * heads_d)
     s.add(att, name="attention")
     if tp > 1:
         s.add(allreduce_time_s(m_tokens * h * act_b, tp, device, engine), 2, name="allreduce")   # after attention, MLP
