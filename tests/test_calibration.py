@@ -172,6 +172,14 @@ def test_status_per_device(cat):
                                               for k in ("low", "high")}
 
 
+def test_status_needs_the_figures_the_fit_was_made_with():
+    """The paper's catalog prints other figures for the same ids (H100's sparse peak, A40's TF32 rate): the fits'
+    evidence is about the default catalog's numbers, so those devices are datasheet there."""
+    paper = load_catalog("paper-2025")
+    assert unc.status(paper["h100"]) == "datasheet" and unc.status(paper["a40"]) == "datasheet"
+    assert cal.load_gpu_calibration()["provenance"]["figures"]["a40"]["fp16_tflops"] == pytest.approx(149.7)
+
+
 def test_devices_json_carries_calibration():
     r = run_cli("devices", "--json")
     assert r.returncode == 0 and r.stdout.count("\n") == 1

@@ -132,6 +132,13 @@ def allreduce_params(device_id: str, calibration: dict | None = None) -> dict:
     return ar.get(device_id, ar["generic"])
 
 
+def figures_of(dev) -> dict:
+    """The datasheet figures a fit depends on: 16-bit and fp8 peaks (TFLOPS) and memory bandwidth (GB/s)."""
+    pk = dev.peak_tflops or {}
+    return {"fp16_tflops": pk.get("fp16", pk.get("bf16")), "fp8_tflops": pk.get("fp8"),
+            "bandwidth_gbs": dev.memory_bandwidth_gbs}
+
+
 def is_measured(device_id: str, calibration: dict | None = None) -> bool:
     """The device has operator-level measurements: its own fit in the calibration, or a `calibrate --gpu` file."""
     cal = calibration or load_gpu_calibration()

@@ -609,6 +609,10 @@ def fit_gpu_calibration(data_dir) -> dict:
         shares = class_shares()
     doc["end_to_end"] = e2e["end_to_end"]
     doc["validation"]["end_to_end"] = e2e["validation"]
+    # the datasheet figures each device's fit was made with: a catalog with other figures for the id (paper-2025)
+    # does not inherit its status (uncertainty.status)
+    doc["provenance"]["figures"] = {d: cal.figures_of(_device(d)) for d in sorted(set(MEASURED_DEVICES)
+                                                                             | set(e2e["end_to_end"]["devices"]))}
     doc["intervals"] = intervals(raw, e2e["validation"], shares, cpu_loso_ratios())
     return doc
 

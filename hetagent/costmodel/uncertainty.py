@@ -29,11 +29,27 @@ def _cpu_host_match(device) -> bool:
     return bool(c) and _same_host(device, c.get("host") or {})
 
 
+def same_figures(device, calibration: dict | None = None) -> bool:
+    """The device has the datasheet figures its id's fit was made with (False for another catalog's figures, e.g.
+    paper-2025's sparse H100 peak: the fit's evidence is about other numbers)."""
+    doc = calibration or cal.load_gpu_calibration()
+    rec = ((doc.get("provenance") or {}).get("figures") or {}).get(device.id)
+    if not rec:
+        return True
+    now = cal.figures_of(device)
+    return all((rec[k] is None) == (now[k] is None) and (rec[k] is None or abs(now[k] - rec[k]) <= 0.01 * rec[k])
+               for k in rec)
+
+
 def status(device, calibration: dict | None = None) -> str:
     """The device's calibration status (see module doc)."""
     if getattr(device, "kind", "gpu") == "cpu":
         return "measured" if _cpu_host_match(device) else "datasheet"
     doc = calibration or cal.load_gpu_calibration()
+    if cal.measured_devices().get(device.id) if calibration is None else False:
+        return "measured"                          # a calibrate --gpu file: measured whatever the catalog says
+    if not same_figures(device, calibration):
+        return "datasheet"
     if cal.is_measured(device.id, calibration):
         return "measured"
     if device.id in ((doc.get("end_to_end") or {}).get("devices") or {}):
