@@ -120,3 +120,9 @@ def load_fleet(name_or_path: str | Path = "default", config_dir=None) -> Fleet:
                 raise Where(path, lines, f"devices[{i}]").error(
                     "id", f"unknown device '{e.id}' in catalog '{catalog}'; choices: {', '.join(sorted(known))}")
     return fleet
+
+
+def buyable_devices(catalog: str = "default", config_dir=None) -> dict[str, Device]:
+    """Every catalog device that can be bought: those with a purchase price. What planning without a fleet uses
+    ("every catalog device may be bought"), as the default fleet resolves in buy mode."""
+    return {k: d for k, d in load_catalog(catalog, config_dir).items() if d.price_usd is not None}

@@ -79,8 +79,8 @@ def planning_inputs(workflows, fleet=None, tco="default", catalog=None, profiles
     if fleet_obj is not None:
         devices, _, _ = fleet_obj.resolve()
     else:       # every catalog device may be bought: those with a purchase price (as the default fleet resolves)
-        from hetagent.costmodel.devices import load_catalog
-        devices = {k: d for k, d in load_catalog(catalog).items() if d.price_usd is not None}
+        from hetagent.costmodel.fleet import buyable_devices
+        devices = buyable_devices(catalog)
     tables = None
     if prof is None or not profiles_cover(graphs, prof):
         tables = [cost_table(g, devices, precisions=precisions) for g in graphs]

@@ -104,8 +104,7 @@ def _graphs(inputs: dict, plan, notes: list[str]):
 
 def rebuild(plan) -> Context:
     """The placement problem plan.json was solved from. Raises HetagentError when it cannot be rebuilt."""
-    from hetagent.costmodel.devices import load_catalog
-    from hetagent.costmodel.fleet import load_fleet
+    from hetagent.costmodel.fleet import buyable_devices, load_fleet
     from hetagent.costmodel.operators import cost_table
     from hetagent.costmodel.profiles import parse_profiles, profiles_cover
     from hetagent.costmodel.tco import load_tco
@@ -121,7 +120,7 @@ def rebuild(plan) -> Context:
         tco = load_tco("default")
     prof = parse_profiles(inputs["profiles"], "plan.json:inputs.profiles") if inputs.get("profiles") else None
     catalog_name = inputs.get("catalog") or (fleet.catalog if fleet is not None else "default")
-    devices = fleet.resolve()[0] if fleet is not None else load_catalog(catalog_name)
+    devices = fleet.resolve()[0] if fleet is not None else buyable_devices(catalog_name)
     precisions = inputs.get("precisions") or None
     tables = None
     if prof is None or not profiles_cover(graphs, prof):
