@@ -252,9 +252,8 @@ def _configs_uncached(grp: Group, phase_filter) -> dict:
     # precisions with the same rates (fp16 and bf16 on most devices) give identical engines: keep one
     seen, kept = set(), {}
     for key in sorted(out):
-        sig = (key[:3], tuple((str(cid), tuple((b, round(c.latency_ms, 9), round(c.memory_gb, 9),
-                                                 c.price_per_execution) for b, c in curve))
-                              for cid, curve in sorted(out[key].items(), key=lambda kv: str(kv[0]))))
+        sig = (key[:3], tuple((cid, tuple((b, c.latency_ms, c.memory_gb, c.price_per_execution)
+                                          for b, c in curve)) for cid, curve in out[key].items()))
         if sig not in seen:
             seen.add(sig)
             kept[key] = out[key]
