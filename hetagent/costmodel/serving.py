@@ -401,9 +401,3 @@ def _faster(a: PoolLoad, b: PoolLoad) -> bool:
         if v < b.latency_ms[k] * (1.0 - GAIN_TO_KEEP):
             return True
     return a.tbt_ms is not None and b.tbt_ms is not None and a.tbt_ms < b.tbt_ms * (1.0 - GAIN_TO_KEEP)
-
-
-def default_kv_precision(device, precision: str) -> str:
-    """The KV cache's precision when none is given: the weights' if the device has a rate for it, else bf16."""
-    peaks = getattr(device, "peak_tflops", None) or {}
-    return precision if peaks.get(precision) else "bf16"

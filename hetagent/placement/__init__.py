@@ -204,7 +204,7 @@ def _no_worse_than_baselines(out, bl):
 
 def pools_of(pb: milp.Problem, out, catalog=None) -> tuple[list[Pool], dict]:
     """The plan's pools, and {(pool id, phase): pool entry id} for the placements."""
-    from hetagent.costmodel.serving import default_kv_precision
+    from hetagent.costmodel.roofline import default_kv_precision
     multi = len(pb.graphs) > 1
     qual = (lambda gi, n: f"{pb.graphs[gi].workflow}/{n}") if multi else (lambda gi, n: n)
     pools, ids = [], {}
