@@ -52,10 +52,12 @@ MAX_HEADROOM_ROUNDS = 6
 def plan(workflows, *, fleet=None, tco="default", catalog=None, profiles=None, rate=None,
          sla_ms=None, precisions=None, objective="tco", soft_sla_penalty=None,
          time_limit_s=30.0, gap=1e-4, validate: bool = True, validate_seed: int = 0,
-         validate_requests: int = VALIDATION_REQUESTS, log=None, cross_vendor_kv: bool = False):
+         validate_requests: int = VALIDATION_REQUESTS, log=None, cross_vendor_kv: bool = False,
+         robustness: bool = True):
     """Place one or more workflows (paths, Workflows or compiled .mlir paths) on one fleet, then check
     the plan by simulation and re-plan with headroom until its SLA percentile holds (validate=False
-    skips that).
+    skips that), and check whether the recommendation survives each device it relies on being as slow
+    as its calibration allows (plan.robustness; robustness=False skips that).
 
     fleet: a fleet name or file (configs/fleets; default: every catalog device may be bought);
     tco: a TCO name or file; profiles: a measured-profiles file overriding the cost model;
@@ -64,14 +66,51 @@ def plan(workflows, *, fleet=None, tco="default", catalog=None, profiles=None, r
     engine moves a KV cache across vendors today; off by default).
     Returns a hetagent.placement.Plan (`plan.validation`: what validate_plan found, or None); raises
     PlacementError explaining why when no plan exists."""
-    from hetagent.placement.pipeline import plan_sources
-    kw = dict(fleet=fleet, tco=tco, catalog=catalog, profiles=profiles, rate=rate, sla_ms=sla_ms,
-              precisions=precisions, objective=objective, soft_sla_penalty=soft_sla_penalty,
+    from hetagent.placement.pipeline import plan_planning, planning_inputs
+    prepared = planning_inputs(workflows, fleet, tco, catalog, profiles, precisions)
+    kw = dict(rate=rate, sla_ms=sla_ms, objective=objective, soft_sla_penalty=soft_sla_penalty,
               time_limit_s=time_limit_s, gap=gap, cross_vendor_kv=cross_vendor_kv)
     if not validate or objective == "offline" or profiles is not None:
-        return plan_sources(workflows, **kw)
-    return validate_plan(workflows, seed=validate_seed, requests=validate_requests, plan_kwargs=kw,
-                         log=log)["plan"]
+        result = plan_planning(prepared, **kw)
+    else:
+        result = validate_plan(workflows, seed=validate_seed, requests=validate_requests, plan_kwargs=kw,
+                               log=log, prepared=prepared)["plan"]
+    if robustness and profiles is None:
+        result.robustness = _robustness(result, prepared, kw)
+    return result
+
+
+ROBUSTNESS_SOLVES = 6        # per device: the pessimistic end, then a bisection to about 2% of the factor
+
+
+def _robustness(plan_, prepared, kw) -> list:
+    """placement.robustness over the accelerators the plan buys: each solved again (no validation, no
+    baselines) with that device at the slow end of its calibration interval, by scaling its rows of the
+    cost tables (pipeline.derated_planning)."""
+    from hetagent.costmodel.devices import Device
+    from hetagent.errors import HetagentError
+    from hetagent.placement.pipeline import derated_planning, plan_planning
+    from hetagent.placement.robustness import robustness
+    base = {d: float(getattr(dev, "efficiency_factor", 1.0) or 1.0) for d, dev in prepared.devices.items()}
+    head = (plan_.inputs or {}).get("headroom")
+    alive = []           # derated plannings share the cache keyed by their rows' identities: keep them
+
+    def plan_with(catalog):
+        moved = [(d, float(getattr(catalog[d], "efficiency_factor", 1.0) or 1.0) / base[d]) for d in catalog
+                 if d in base and float(getattr(catalog[d], "efficiency_factor", 1.0) or 1.0) != base[d]]
+        p = prepared
+        for d, f in moved:
+            p = derated_planning(p, d, f)
+        alive.append(p)
+        return plan_planning(p, **kw, headroom=head, with_baselines=False)
+
+    devices = [d for d in plan_.fleet if isinstance(prepared.devices.get(d), Device)
+               and getattr(prepared.devices[d], "kind", "gpu") != "cpu"]
+    try:
+        return robustness(plan_with, prepared.devices, devices, baseline=plan_, max_solves=ROBUSTNESS_SOLVES,
+                          tolerance=0.02)
+    except HetagentError:
+        return []
 
 
 def sweep_sla(workflows, *, points: int = 8, slas=None, fleet=None, tco="default", catalog=None,

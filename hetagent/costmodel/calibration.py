@@ -49,8 +49,14 @@ def _load_json(path: str, mtime: float = 0.0) -> dict:
 
 
 def _read(path) -> dict:
-    p = Path(path)
-    return _load_json(str(p), p.stat().st_mtime if p.exists() else 0.0)
+    """The JSON at `path`, parsed once per modification (os.stat on the string: the cost model reads its
+    calibration for every priced option, and building Path objects for it was a third of pricing)."""
+    key = str(path)
+    try:
+        mtime = os.stat(key).st_mtime
+    except OSError:
+        mtime = 0.0
+    return _load_json(key, mtime)
 
 
 def gpu_calibration_path() -> Path:
@@ -59,7 +65,7 @@ def gpu_calibration_path() -> Path:
 
 def load_gpu_calibration(path=None) -> dict:
     """The committed calibration (or the file at `path`, or at $HETAGENT_GPU_CALIBRATION)."""
-    return _read(path or gpu_calibration_path())
+    return _read(path or os.environ.get(CALIBRATION_ENV) or GPU_CALIBRATION)
 
 
 def load_cpu_calibration(path=None) -> dict | None:
@@ -86,13 +92,27 @@ def _measured_files(folder: str, stamp: tuple) -> dict:
     return out
 
 
+_measured_seen: dict = {}      # folder -> (its mtime, its calibrations)
+
+
 def measured_devices() -> dict:
-    """Device calibrations written by `hetagent calibrate --gpu` ({id: {"params", "host", "date", "file", ...}})."""
-    folder = measured_dir()
-    if not folder.is_dir():
+    """Device calibrations written by `hetagent calibrate --gpu` ({id: {"params", "host", "date", "file", ...}}).
+    Read again when the folder changes (a new or replaced file renames into it: `calibrate` writes
+    atomically); otherwise one stat of the folder per call."""
+    key = os.environ.get(MEASURED_ENV) or str(MEASURED_DIR)
+    try:
+        st = os.stat(key)
+    except OSError:
         return {}
-    stamp = tuple(sorted((p.name, p.stat().st_mtime) for p in folder.glob("*.json")))
-    return _measured_files(str(folder), stamp)
+    import stat as _stat
+    if not _stat.S_ISDIR(st.st_mode):
+        return {}
+    seen = _measured_seen.get(key)
+    if seen is None or seen[0] != st.st_mtime_ns:
+        folder = Path(key)
+        stamp = tuple(sorted((p.name, p.stat().st_mtime) for p in folder.glob("*.json")))
+        seen = _measured_seen[key] = (st.st_mtime_ns, _measured_files(key, stamp))
+    return seen[1]
 
 
 PARAM_CLASSES = ("gemm", "gemm_fp8", "elementwise", "attention_prefill", "attention_decode", "allreduce")

@@ -18,6 +18,7 @@ kinds: pp micro-batches in flight), or parallel executions / latency for single-
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from functools import lru_cache
 
 import numpy as np
@@ -157,6 +158,22 @@ def cost(op, option: DeviceOption, catalog="default") -> OpCost:
 
 # kinds priced by the roofline's forward step (which applies the device's efficiency itself)
 _NETWORK_KINDS = {"llm.kv_transfer", "llm.remote"}
+
+
+def derate_cost(c: OpCost, factor: float, kind: str) -> OpCost:
+    """A copy of a priced execution on a device running at `factor` x its predicted rate (costmodel/
+    uncertainty.py's derating, applied to a cost table without pricing again); network kinds unchanged."""
+    if kind in _NETWORK_KINDS or factor == 1.0:
+        return c
+    d = dict(c.detail)
+    for k in ("ttft_ms", "tbt_ms"):
+        if k in d:
+            d[k] /= factor
+    if isinstance(d.get("parts_ms"), dict):
+        d["parts_ms"] = {k: v / factor for k, v in d["parts_ms"].items()}
+    iv = c.latency_interval_ms
+    return replace(c, latency_ms=c.latency_ms / factor, throughput_rps=c.throughput_rps * factor, detail=d,
+                   latency_interval_ms=[iv[0] / factor, iv[1] / factor] if iv else None)
 
 
 def _annotate(c: OpCost, op, device) -> OpCost:

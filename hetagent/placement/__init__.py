@@ -226,11 +226,22 @@ def pools_of(pb: milp.Problem, out, catalog=None) -> tuple[list[Pool], dict]:
             dev = (catalog or {}).get(o.device) if isinstance(catalog, dict) else None
             kvp = default_kv_precision(dev, o.option.precision) if grp.llm and dev is not None else \
                 (o.option.precision if grp.llm else None)
+            status, scale = _calibration(o.load.costs[heavy])
             pools.append(Pool(pid, grp.model if grp.llm else None, kind, o.engine, engine_id, o.device,
                               o.option.tp, o.option.pp, o.option.precision, kvp, o.load.batch,
                               o.load.max_batch, o.load.replicas, names, load, svc,
-                              o.load.tbt_ms if phase == "decode" else None, o.load.memory_gb))
+                              o.load.tbt_ms if phase == "decode" else None, o.load.memory_gb, status,
+                              [svc * scale[0], svc * scale[1]] if scale else None))
     return pools, ids
+
+
+def _calibration(c) -> tuple[str | None, tuple | None]:
+    """(status, (low, high) factors on latency) of an OpCost: how sure the cost model is of it."""
+    iv = getattr(c, "latency_interval_ms", None)
+    status = getattr(c, "calibration_status", None)
+    if not iv or iv[0] is None or not c.latency_ms:
+        return status, None
+    return status, (iv[0] / c.latency_ms, iv[1] / c.latency_ms)
 
 
 def plan_from(pb: milp.Problem, out, baselines=(), ir="", inputs=None, catalog=None) -> Plan:
@@ -256,9 +267,11 @@ def plan_from(pb: milp.Problem, out, baselines=(), ir="", inputs=None, catalog=N
             if o is not None:
                 gid, cid, phase = out.prep.member_of[gi][op.name]
                 c = o.load.costs[cid]
+                status, scale = _calibration(c)
                 placements.append(Placement(qual(gi, op.name), op.kind, o.device, o.option.tp, o.option.pp,
                                             o.load.batch, o.load.replicas, o.option.precision, ms, c.bound,
-                                            pool_id.get((gid, phase))))
+                                            pool_id.get((gid, phase)), status,
+                                            [ms * scale[0], ms * scale[1]] if scale else None))
             elif op.kind == milp.KV:     # the hand-off: shown on the decode side's device
                 succ = [ev.placed.get((gi, s)) for s in g.successors(op.name)]
                 dev = next((s.device for s in succ if s is not None), "")

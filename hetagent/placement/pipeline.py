@@ -153,3 +153,27 @@ def plan_planning(p: Planning, *, rate=None, sla_ms=None, objective="tco", soft_
         if b.plan is not None:
             b.plan.ir = placed_ir(p.modules, b.plan.placements, qualified=len(p.graphs) > 1)
     return result
+
+
+def derated_planning(p: Planning, device: str, factor: float) -> Planning:
+    """The same planning with every operator on `device` at `factor` x the cost model's rate (its times
+    divided by factor): the pessimistic end of a device's interval without pricing every operator again.
+    Rows without the device are the same objects, rows shared by several operators stay shared, and the
+    cache is shared: it is keyed by the rows' identities, so the caller keeps the result alive while the
+    cache lives (robustness checks hold every derated planning until they are done)."""
+    from hetagent.costmodel.operators import derate_cost
+    if p.tables is None:
+        return p
+    memo: dict = {}
+    tables = []
+    for g, table in zip(p.graphs, p.tables):
+        kinds = {o.name: o.kind for o in g.operators}
+        out = {}
+        for name, row in table.items():
+            if id(row) not in memo:
+                touched = any(o.device == device and not isinstance(c, str) for o, c in row.items())
+                memo[id(row)] = {o: (derate_cost(c, factor, kinds.get(name, "")) if o.device == device
+                                     and not isinstance(c, str) else c) for o, c in row.items()} if touched else row
+            out[name] = memo[id(row)]
+        tables.append(out)
+    return replace(p, tables=tables)

@@ -32,6 +32,8 @@ class Placement:
     latency_ms: float
     bound: str
     pool: str | None = None     # the id of the serving pool that runs it (None: not placed, a KV hand-off)
+    calibration_status: str | None = None   # measured | calibrated | datasheet (costmodel/uncertainty.py)
+    latency_interval_ms: list | None = None # [low, high]: latency_ms scaled by its status's interval
 
 
 @dataclass
@@ -56,6 +58,8 @@ class Pool:
     latency_ms: float           # one whole execution at `batch` (decode: all output tokens), load-weighted
     tbt_ms: float | None        # decode: one step at the longest context; else None
     memory_gb: float            # per device of one replica
+    calibration_status: str | None = None
+    latency_interval_ms: list | None = None  # [low, high] of latency_ms by its status's interval
 
 
 @dataclass
@@ -92,11 +96,13 @@ class Plan:
     version: int = VERSION
     pools: list[Pool] = field(default_factory=list)
     deployment: dict = field(default_factory=dict)   # {mode, servers: [...]}: every replica on a device
+    robustness: list = field(default_factory=list)   # does the recommendation survive a slower device
     validation: dict | None = field(default=None, repr=False, compare=False)  # api.validate_plan's result
 
     def to_json(self) -> dict:
         return {"version": self.version, "workflows": list(self.workflows), "fleet": dict(self.fleet),
                 "pools": [asdict(p) for p in self.pools], "deployment": self.deployment,
+                "robustness": list(self.robustness),
                 "placements": [asdict(p) for p in self.placements], "predicted": self.predicted,
                 "tco": self.tco, "baselines": [b.to_json() for b in self.baselines],
                 "solver": self.solver, "ir": self.ir, "inputs": self.inputs}
@@ -116,7 +122,8 @@ class Plan:
                        validated=b.get("validated")) for b in d.get("baselines", [])]
         return cls(d["workflows"], d["fleet"], [Placement(**p) for p in d["placements"]], d["predicted"],
                    d["tco"], bl, d.get("solver", {}), d.get("ir", ""), d.get("inputs", {}), d["version"],
-                   [Pool(**p) for p in d.get("pools") or []], d.get("deployment") or {})
+                   [Pool(**p) for p in d.get("pools") or []], d.get("deployment") or {},
+                   list(d.get("robustness") or []))
 
 
 def _money(v):
