@@ -129,6 +129,15 @@ def recommendation(m: dict) -> Section:
             parts.append(f" The cheapest single-kind fleet (all {b['device']}) costs the same: the mix adds "
                          "nothing here, and this plan is that fleet.")
     s.blocks.append(("p", "".join(parts)))
+    rob = r.get("robustness") or []
+    if rob:
+        flips = [e for e in rob if not e.get("holds")]
+        lead = ("How sure is this? The cost model's figures for some devices are extrapolated (datasheet) or "
+                "calibrated end to end only; each was slowed to the pessimistic end of its interval and the plan "
+                "solved again. " + ("The recommendation holds for every one of them." if not flips else
+                                    "It does not hold for all of them:"))
+        s.blocks.append(("p", lead))
+        s.blocks.append(("list", [e["text"] for e in rob]))
     sv = r.get("solver") or {}
     gap = sv.get("gap")
     s.blocks.append(("p", f"Solver: {sv.get('status', '-')}"
@@ -190,10 +199,13 @@ def placement(m: dict) -> Section:
         rows = [[q["id"], q["engine"], q["device"], f"{q['tp']}x{q['pp']}",
                  q["precision"] + (f" / KV {q['kv_precision']}" if q.get("kv_precision") else ""),
                  str(q["replicas"]), f"{q['batch']} of {q['max_batch']}", f"{q['load_rps']:,.3g}",
-                 f"{q['latency_ms']:,.1f}", f"{q['tbt_ms']:.2f}" if q.get("tbt_ms") is not None else "-",
-                 f"{q['memory_gb']:,.1f}"] for q in pools]
+                 f"{q['latency_ms']:,.1f}" + (f" ({q['latency_interval_ms'][0]:,.0f}-{q['latency_interval_ms'][1]:,.0f})"
+                                              if q.get("latency_interval_ms") else ""),
+                 f"{q['tbt_ms']:.2f}" if q.get("tbt_ms") is not None else "-",
+                 f"{q['memory_gb']:,.1f}", q.get("calibration_status") or "-"] for q in pools]
         s.blocks.append(("table", ["pool", "engine", "device", "TP x PP", "precision", "replicas",
-                                   "batch (slots)", "calls/s", "latency ms", "TBT ms", "GB/device"], rows))
+                                   "batch (slots)", "calls/s", "latency ms (interval)", "TBT ms", "GB/device",
+                                   "calibration"], rows))
     return s
 
 

@@ -219,7 +219,15 @@ def recommendation(plan: Plan, ctx) -> dict:
         "rate_rps": _rate(plan, ctx),
         "objective": (plan.inputs or {}).get("objective", "tco"),
         "solver": dict(plan.solver),
+        "robustness": _robustness_text(plan),
     }
+
+
+def _robustness_text(plan: Plan) -> list[dict]:
+    """plan.json's robustness entries with the sentence the report prints for each."""
+    from hetagent.placement.robustness import describe
+    ph = (plan.tco or {}).get("per_hour")
+    return [dict(e, text=describe(e, ph)) for e in plan.robustness or []]
 
 
 def cost_section(plan: Plan) -> dict:
@@ -270,6 +278,7 @@ def pools_section(plan: Plan) -> list[dict]:
                     "kv_precision": p.kv_precision, "replicas": p.replicas, "batch": p.batch,
                     "max_batch": p.max_batch, "load_rps": p.load_rps, "latency_ms": p.latency_ms,
                     "tbt_ms": p.tbt_ms, "memory_gb": p.memory_gb, "operators": len(p.operators),
+                    "calibration_status": p.calibration_status, "latency_interval_ms": p.latency_interval_ms,
                     "in_flight": in_flight,
                     "fill": p.batch / p.max_batch if p.max_batch else None})
     return out
