@@ -16,7 +16,8 @@ from pydantic import ValidationError
 from hetagent import configs
 from hetagent.errors import WorkflowError
 from hetagent.workflow import safeyaml
-from hetagent.workflow.model import (NODE_KINDS, BranchNode, LoopNode, SubAgentNode, Workflow)
+from hetagent.workflow.model import (MAX_LOOP_COPIES, NODE_KINDS, BranchNode, CodeNode, LoopNode,
+                                     SubAgentNode, Workflow)
 
 MODEL_FIELDS = ("model", "embed_model")
 
@@ -144,6 +145,16 @@ def _check(wf: Workflow, located, base_dir: Path, config_dir, stack: tuple,
             m = getattr(n, f, None)
             if isinstance(m, str) and m not in known_models:
                 fail(n.id, f"unknown model '{m}'; models: {', '.join(sorted(known_models))}", f)
+        if isinstance(n, LoopNode) and wf.sla is not None:
+            on_path = min(n.max_iterations, wf.sla.iterations or n.max_iterations)
+            if on_path > MAX_LOOP_COPIES:
+                fail(n.id, f"the SLA is checked on {on_path} iterations of this loop (its "
+                           f"max_iterations, unless sla.iterations says fewer); at most "
+                           f"{MAX_LOOP_COPIES} can be: set sla.iterations", "max_iterations")
+        if isinstance(n, CodeNode) and n.source is not None:
+            problem = code_source_problem(n.source)
+            if problem:
+                fail(n.id, problem, "source")
         if isinstance(n, BranchNode):
             total = sum(a.probability for a in n.arms)
             if abs(total - 1.0) > 1e-6:
@@ -166,6 +177,25 @@ def _check(wf: Workflow, located, base_dir: Path, config_dir, stack: tuple,
                     loaded[str(target)] = load(target, config_dir=config_dir, _stack=stack)
                 sub = loaded[str(target)]
             n._resolved = sub
+
+
+def code_source_problem(source: str) -> str | None:
+    """Why a code node's Python `source` cannot run (a syntax error, no top-level `main`), or None.
+    Parsing only: nothing in the source runs outside the sandbox."""
+    import ast
+    import warnings
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")     # invalid escape sequences and the like
+            tree = ast.parse(source, "<source>")
+    except SyntaxError as e:
+        return f"Python syntax error in the source, line {e.lineno}: {e.msg}"
+    except (ValueError, RecursionError, MemoryError) as e:
+        return f"the source does not parse as Python: {type(e).__name__}"
+    if not any(isinstance(s, ast.FunctionDef) and s.name == "main"
+               for s in tree.body):
+        return "the source must define a top-level function main(**inputs) returning a dict"
+    return None
 
 
 def _second_line(wf, located, node_id):

@@ -150,11 +150,26 @@ class ToolNode(_Node):
     result_tokens: NonNegInt = Field(256, description="tokens of text the tool result adds")
 
 
+MAX_SOURCE_CHARS = 65536
+
+
 class CodeNode(_Node):
-    """Local code (parsing, templating, glue)."""
+    """Local code (parsing, templating, glue). With `source`, `hetagent run` runs it for real in a
+    bubblewrap sandbox; without, a stand-in burns `cpu_ms`. `cpu_ms` is what planning assumes either way."""
     kind: Literal["code"]
     cpu_ms: NonNeg = Field(1.0, description="CPU work in ms on one core")
     output_bytes: NonNegInt = Field(1024, description="bytes produced")
+    language: Literal["python3"] | None = Field(None, description=(
+        "language of `source` (python3, the default when `source` is given)"))
+    source: str | None = Field(None, min_length=1, max_length=MAX_SOURCE_CHARS, description=(
+        "Python source defining `main(**inputs) -> dict`, as Dify's code nodes do; each parameter of "
+        "main receives the input of that name, else the upstream text"))
+
+    @model_validator(mode="after")
+    def _language_needs_source(self):
+        if self.language is not None and self.source is None:
+            raise ValueError("`language` needs `source` (the code to run)")
+        return self
 
 
 class BranchArm(_Strict):
@@ -167,6 +182,10 @@ class BranchNode(_Node):
     """A conditional: exactly one arm runs; arm probabilities sum to 1."""
     kind: Literal["branch"]
     arms: list[BranchArm] = Field(min_length=1, description="the arms")
+
+
+MAX_LOOP_COPIES = 1000   # `unroll` makes at most this many copies of a loop body; a longer loop's
+                         # unlikely tail is folded, but its SLA path is checked copy by copy
 
 
 class LoopNode(_Node):
