@@ -42,6 +42,17 @@ class PlacementError(HetagentError):
     """No plan exists; the message says which operator and which bound make it so."""
 
 
+LIST_SHOWN = 8   # a list in a message shows this many items, then "and N more"
+
+
+def summarize(items, shown: int = LIST_SHOWN) -> str:
+    """'a, b, c', or 'a, b, c, d, e, f, g, h and 41 more': a long list keeps the message one short line."""
+    items = [str(i) for i in items]
+    if len(items) <= shown:
+        return ", ".join(items)
+    return f"{', '.join(items[:shown])} and {len(items) - shown} more"
+
+
 def unknown_choice(what: str, given: str, choices) -> CatalogError:
     """`unknown device 'h900'; choices: a100, h100, ...`"""
-    return CatalogError(f"unknown {what} '{given}'; choices: {', '.join(sorted(choices))}")
+    return CatalogError(f"unknown {what} '{given}'; choices: {summarize(sorted(choices), 24)}")

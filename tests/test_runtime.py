@@ -103,8 +103,11 @@ def test_bad_plan_file(tmp_path):
     with pytest.raises(HetagentError, match="no such plan"):
         _load_plan(tmp_path / "missing.json")
     (tmp_path / "bad.json").write_text("{not json")
-    with pytest.raises(HetagentError, match="not a plan"):
+    with pytest.raises(HetagentError, match=r"bad.json:1: not valid JSON \(plan.json\)"):
         _load_plan(tmp_path / "bad.json")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(HetagentError, match="not a plan"):
+        _load_plan(tmp_path / "list.json")
 
 
 # ---- metrics ------------------------------------------------------------------------------------

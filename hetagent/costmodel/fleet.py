@@ -11,7 +11,7 @@ from pathlib import Path
 
 from hetagent.configs import named_or_path
 from hetagent.costmodel.devices import Device, Where, device_from_mapping, load_catalog, read_yaml
-from hetagent.errors import unknown_choice
+from hetagent.errors import summarize, unknown_choice
 
 MODES = ("buy", "rent", "owned")
 
@@ -118,7 +118,7 @@ def load_fleet(name_or_path: str | Path = "default", config_dir=None) -> Fleet:
         for i, e in enumerate(devices):
             if e.id not in known:
                 raise Where(path, lines, f"devices[{i}]").error(
-                    "id", f"unknown device '{e.id}' in catalog '{catalog}'; choices: {', '.join(sorted(known))}")
+                    "id", f"unknown device '{e.id}' in catalog '{catalog}'; choices: {summarize(sorted(known), 24)}")
     return fleet
 
 

@@ -14,7 +14,6 @@ import yaml
 
 from hetagent.errors import InputError
 
-MAX_FILE_BYTES = 8 * 1024 * 1024
 MAX_EXPANDED_NODES = 200_000
 _PLAIN_TAGS = {
     "tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
@@ -42,22 +41,9 @@ class Located:
 
 
 def read_text(path: str | Path) -> str:
-    p = Path(path)
-    if not p.exists():
-        raise InputError("no such file", file=str(path))
-    if p.is_dir():
-        raise InputError("is a directory, not a workflow file", file=str(path))
-    size = p.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise InputError(f"file is {size} bytes; the limit is {MAX_FILE_BYTES}", file=str(path))
-    raw = p.read_bytes()
-    if b"\x00" in raw:
-        raise InputError("binary data (NUL bytes), not YAML text", file=str(path))
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        raise InputError("not UTF-8 text", file=str(path), line=line) from None
+    """A workflow file's text through the one guarded reader (hetagent.guarded: size, binary, UTF-8)."""
+    from hetagent.guarded import read_text as guarded_read
+    return guarded_read(path, "workflow")
 
 
 def load(text: str, file: str) -> Located:
