@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from hetagent.guarded import dotted, read_yaml as guarded_read_yaml
 from hetagent.errors import InputError
 
 _PACKAGED = Path(__file__).resolve().parent.parent / "configs"
@@ -50,9 +51,7 @@ def read_yaml(path: str | Path) -> tuple[object, dict[str, int]]:
     """Parse a config file through the guarded reader (hetagent.guarded: size limit, plain data only,
     alias bombs refused before expansion, duplicate keys refused); return (data, {dotted field path:
     1-based line}). Every problem is one InputError naming the file and line."""
-    from hetagent.guarded import read_yaml as guarded_read
-    from hetagent.workflow.safeyaml import dotted
-    located = guarded_read(path, "config")
+    located = guarded_read_yaml(path, "config")
     return located.data, {dotted(p): line for p, line in located.lines.items() if p}
 
 

@@ -194,10 +194,9 @@ def read_plan_json(source) -> tuple[dict, "object | None"]:
     errors name the file, line and field. A Plan object is trusted as made."""
     from pathlib import Path
 
-    from hetagent import guarded
     from hetagent.errors import InputError
     from hetagent.placement import plan_schema
-    from hetagent.workflow.safeyaml import Located
+    from hetagent.guarded import Located, parse_json, read_json
     path = None
     if isinstance(source, Plan):
         return source.to_json(), None
@@ -206,9 +205,9 @@ def read_plan_json(source) -> tuple[dict, "object | None"]:
         if not path.exists():
             raise InputError("no such plan file (make one with `hetagent plan WF -o plan.json`)",
                              file=str(path))
-        doc = guarded.read_json(path, "plan")
+        doc = read_json(path, "plan")
     elif isinstance(source, str):
-        doc = guarded.parse_json(source, None, "plan")
+        doc = parse_json(source, None, "plan")
     elif isinstance(source, dict):
         doc = Located(source, {}, None)
     else:

@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass, field
 
 from hetagent.errors import InputError, summarize
-from hetagent.workflow.safeyaml import Located, dotted
+from hetagent.guarded import Located, dotted
 
 MAX_COUNT = 1_000_000            # replicas, batch, devices of one kind
 MAX_DEGREE = 1024                # tp, pp
