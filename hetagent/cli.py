@@ -64,6 +64,18 @@ def check_numbers(args) -> None:
                                 f"{_bound(lo)} and {'<' if hi_open else '<='} {_bound(hi)}, got {value!r}")
 
 
+def check_output(args) -> None:
+    """`-o FILE` names a file in a folder that exists: refused before any work, not after it."""
+    out = getattr(args, "output", None)
+    if not out or args.command == "build":        # build's -o is the folder it fills
+        return
+    path = Path(out)
+    if path.is_dir():
+        raise HetagentError(f"{out}: is a directory; -o names a file to write")
+    if not path.parent.is_dir():
+        raise HetagentError(f"{out}: directory {path.parent} does not exist")
+
+
 def _bound(x) -> str:
     return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
 
@@ -355,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["HETAGENT_CONFIG_DIR"] = args.config_dir
     try:
         check_numbers(args)
+        check_output(args)
         args.func(args)
     except HetagentError as e:
         print(f"hetagent: error: {one_line(str(e))}", file=sys.stderr)

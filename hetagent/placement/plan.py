@@ -120,10 +120,16 @@ class Plan:
                              field="version")
         bl = [Baseline(b["device"], b["feasible"], b["tco"].get("per_hour"), b["tco"].get("per_request"),
                        validated=b.get("validated")) for b in d.get("baselines", [])]
-        return cls(d["workflows"], d["fleet"], [Placement(**p) for p in d["placements"]], d["predicted"],
-                   d["tco"], bl, d.get("solver", {}), d.get("ir", ""), d.get("inputs", {}), d["version"],
-                   [Pool(**p) for p in d.get("pools") or []], d.get("deployment") or {},
-                   list(d.get("robustness") or []))
+        return cls(d["workflows"], d["fleet"], [Placement(**_known(Placement, p)) for p in d["placements"]],
+                   d["predicted"], d["tco"], bl, d.get("solver", {}), d.get("ir", ""), d.get("inputs", {}),
+                   d["version"], [Pool(**_known(Pool, p)) for p in d.get("pools") or []],
+                   d.get("deployment") or {}, list(d.get("robustness") or []))
+
+
+def _known(cls, record: dict) -> dict:
+    """The keys of `record` that `cls` has: plan.json may carry keys this version does not know."""
+    names = cls.__dataclass_fields__
+    return {k: v for k, v in record.items() if k in names}
 
 
 def _money(v):

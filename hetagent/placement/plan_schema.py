@@ -149,24 +149,60 @@ class Record(_Spec):
                 spec.check(value[key], path + (key,), fail)
 
 
+class _Mismatch(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class AnyOf(_Spec):
+    """The first spec the value satisfies; else the first spec's complaint."""
+    specs: tuple = ()
+
+    def check(self, value, path, fail):
+        def quiet(*_):
+            raise _Mismatch
+        for spec in self.specs:
+            try:
+                spec.check(value, path, quiet)
+                return
+            except _Mismatch:
+                continue
+        self.specs[0].check(value, path, fail)
+
+
 def _record(required=(), optional=False, **fields) -> Record:
     return Record(fields, frozenset(required), optional)
 
 
 # ---- plan.json, version 1 (ARCHITECTURE.md, "Interfaces every stage keeps") -----------------------
 
+MS = Num(ge=0, le=MAX_MS, optional=True)
 PLACEMENT = _record(
     ("operator", "kind", "device", "tp", "pp", "batch", "replicas", "precision", "latency_ms", "bound"),
     operator=Str(), kind=Str(), device=Str(), tp=Int(1, MAX_DEGREE), pp=Int(1, MAX_DEGREE),
     batch=Int(1, MAX_COUNT), replicas=Int(0, MAX_COUNT), precision=Str(), latency_ms=Num(ge=0, le=MAX_MS),
     bound=Str(),
+    pool=Str(optional=True),
+)
+POOL = _record(
+    ("id", "model", "kind", "engine", "engine_id", "device", "tp", "pp", "precision", "kv_precision",
+     "batch", "max_batch", "replicas", "operators", "load_rps", "latency_ms", "tbt_ms", "memory_gb"),
+    id=Str(), model=Str(optional=True), kind=Str(), engine=Str(), engine_id=Str(), device=Str(),
+    tp=Int(1, MAX_DEGREE), pp=Int(1, MAX_DEGREE), precision=Str(), kv_precision=Str(optional=True),
+    batch=Int(0, MAX_COUNT), max_batch=Int(0, MAX_COUNT), replicas=Int(0, MAX_COUNT),
+    operators=ListOf(Str()), load_rps=Num(ge=0, le=1e12), latency_ms=Num(ge=0, le=MAX_MS), tbt_ms=MS,
+    memory_gb=Num(ge=0, le=1e9),
 )
 PREDICTED = _record(
     (),
-    end_to_end_ms=Num(ge=0, le=MAX_MS, optional=True),
+    end_to_end_ms=MS,
     per_stage_ms=MapOf(Num(ge=0, le=MAX_MS)),
     sla_ms=Num(gt=0, le=MAX_MS, optional=True),
     meets_sla=Bool(optional=True),
+    percentile=Num(gt=0, le=100, optional=True),
+    p50_ms=MS, p95_ms=MS, p99_ms=MS,
+    validated=AnyOf((Bool(optional=True), _record((), seed=Int(0), seeds=Int(0), requests=Int(0),
+                                                    duration_s=Num(ge=0), holds=Bool(optional=True)))),
 )
 MONEY = Num(ge=0, le=MAX_USD, optional=True)
 TCO = _record(
@@ -196,7 +232,8 @@ INPUTS = _record(
 PLAN = _record(
     ("version", "workflows", "fleet", "placements", "predicted", "tco"),
     version=Int(1, 1), workflows=ListOf(Str(), min_len=1), fleet=MapOf(Int(0, MAX_COUNT)),
-    placements=ListOf(PLACEMENT), predicted=PREDICTED, tco=TCO, baselines=ListOf(BASELINE),
+    placements=ListOf(PLACEMENT), pools=ListOf(POOL), predicted=PREDICTED, tco=TCO,
+    baselines=ListOf(BASELINE),
     solver=SOLVER, ir=Str(nonempty=False), inputs=INPUTS,
 )
 

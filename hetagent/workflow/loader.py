@@ -221,8 +221,10 @@ def _all_paths(wf):
     yield from rec(wf.nodes, ("nodes",))
 
 
-def _check_scopes(nodes, outer: tuple[frozenset, ...], fail) -> None:
-    """References resolve to this scope or an enclosing one; no cycle within a scope."""
+def _check_scopes(nodes, outer: tuple[frozenset, ...], fail, blocked: frozenset = frozenset()) -> None:
+    """References resolve to this scope or an enclosing one; no cycle within a scope. `blocked`: the
+    enclosing loops and branches holding these nodes, and every outer node that depends on them: a
+    node inside cannot take those as input (they run after it)."""
     here = frozenset(n.id for n in nodes)
     visible = (here,) + outer
     inner_ids = {}
@@ -234,6 +236,9 @@ def _check_scopes(nodes, outer: tuple[frozenset, ...], fail) -> None:
         for i, ref in enumerate(n.inputs):
             if ref == n.id:
                 fail(n.id, f"node '{n.id}' lists itself as an input", "inputs")
+            if ref in blocked:
+                fail(n.id, f"input '{ref}' is, or runs after, the loop or branch holding '{n.id}'; "
+                           "inside it, a node with no inputs takes the container's inputs", "inputs")
             if not any(ref in s for s in visible):
                 if ref in inner_ids:
                     fail(n.id, f"input '{ref}' is inside '{inner_ids[ref]}'; refer to "
@@ -263,9 +268,21 @@ def _check_scopes(nodes, outer: tuple[frozenset, ...], fail) -> None:
                 state[nxt] = 1
                 trail.append(nxt)
                 stack.append((nxt, iter(deps[nxt])))
+    users: dict[str, list[str]] = {}
+    for node_id, refs in deps.items():
+        for r in refs:
+            users.setdefault(r, []).append(node_id)
     for n in nodes:
+        if not _children(n):
+            continue
+        after, todo = {n.id}, [n.id]          # the container and everything here depending on it
+        while todo:
+            for u in users.get(todo.pop(), []):
+                if u not in after:
+                    after.add(u)
+                    todo.append(u)
         for child in _children(n):
-            _check_scopes(child, visible, fail)
+            _check_scopes(child, visible, fail, blocked | after)
 
 
 def _children(n) -> list[list]:
