@@ -46,7 +46,7 @@ NUMBER_FLAGS = {
     "burst_fraction": (0, 1, True, True), "burst_seconds": (0, 1e7, True, False),
     "repeats": (1, 1000, False, False), "tokens": (1, 10**9, False, False),
     "context": (0, 10**9, False, False), "batch": (1, 10**6, False, False), "tp": (1, 1024, False, False),
-    "pp": (1, 1024, False, False),
+    "pp": (1, 1024, False, False), "max_events": (1, 10**10, False, False),
 }
 
 

@@ -307,3 +307,54 @@ def test_missing_bubblewrap_refuses_code_nodes_in_one_line(tmp_path, monkeypatch
     with pytest.raises(sandbox.SandboxUnavailable, match="install bubblewrap"):
         Deployment(plan).start()
     assert isinstance(sandbox.SandboxUnavailable("x"), HetagentError)
+
+
+# ---- the simulator's bounds ------------------------------------------------------------------------
+
+def test_simulate_a_window_where_no_request_completes(cpu_plan):
+    """`simulate --duration 10` of the CPU voice agent: no request completes, and the summary formatted
+    None (an internal error)."""
+    r = cli("simulate", cpu_plan, "--duration", "10", "--seed", "0")    # 0.05 req/s: seed 0 draws none
+    assert r.returncode == 0, r.stderr
+    assert "requests 0, completed 0" in r.stdout and "lengthen --duration" in r.stdout
+    doc = json.loads(cli("simulate", cpu_plan, "--duration", "10", "--json").stdout)
+    assert doc["requests"] == 0 and doc["meets_sla"] is None and doc["sla_attainment"] is None
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--duration", "1e9"], "--duration must be a finite number > 0 and <= 10000000"),
+    (["--duration", "1e7"], "needs about 2.05e+07 events; the limit is 1e+07"),
+    (["--rate", "1e300"], "--rate must be a finite number > 0"),
+])
+def test_simulate_refuses_unbounded_work(cpu_plan, args, message):
+    """`simulate --duration 1e9` reached 10.9 GB."""
+    r = cli("simulate", cpu_plan, *args)
+    refused(r, message)
+    assert r.seconds < 60
+
+
+def test_simulate_api_refuses_more_events_than_its_limit(cpu_plan):
+    from hetagent.simulator.commands import simulate
+    with pytest.raises(InputError, match="events; the limit is 1e\\+07"):
+        simulate(str(cpu_plan), duration_s=1e9)
+    with pytest.raises(InputError, match="the limit is 1000"):
+        simulate(str(cpu_plan), duration_s=1000, max_events=1000)
+
+
+@pytest.mark.parametrize("name,content,message", [
+    ("huge.csv", "TIMESTAMP,ContextTokens,GeneratedTokens\n1,1e30,5\n", "huge.csv:2: cannot read row"),
+    ("nan.csv", "TIMESTAMP,ContextTokens,GeneratedTokens\nnan,10,5\n", "nan.csv:2: cannot read row"),
+    ("inf.jsonl", '{"timestamp": 1, "input_length": 1e400, "output_length": 3}\n', "inf.jsonl:1: not a Mooncake"),
+])
+def test_bad_trace_rows_name_their_line(cpu_plan, tmp_path, name, content, message):
+    trace = tmp_path / name
+    trace.write_text(content)
+    refused(cli("simulate", cpu_plan, "--trace", trace), message)
+
+
+def test_gzip_trace_bomb_is_refused(cpu_plan, tmp_path):
+    import gzip
+    bomb = tmp_path / "bomb.csv.gz"
+    bomb.write_bytes(gzip.compress(b"TIMESTAMP,ContextTokens,GeneratedTokens\n" + b"1,1,1\n" * 12_000_000))
+    assert bomb.stat().st_size < 1 << 20
+    refused(cli("simulate", cpu_plan, "--trace", bomb), "trace expands to more than")
