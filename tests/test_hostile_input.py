@@ -358,3 +358,13 @@ def test_gzip_trace_bomb_is_refused(cpu_plan, tmp_path):
     bomb.write_bytes(gzip.compress(b"TIMESTAMP,ContextTokens,GeneratedTokens\n" + b"1,1,1\n" * 12_000_000))
     assert bomb.stat().st_size < 1 << 20
     refused(cli("simulate", cpu_plan, "--trace", bomb), "trace expands to more than")
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda d: d["placements"].append(dict(d["placements"][0], operator="ghost.op")),
+     "placement(s) for ghost.op name no operator"),
+    (lambda d: d["placements"].pop(3), "have no placement: the plan and its workflow disagree"),
+])
+def test_run_refuses_placements_that_disagree_with_the_workflow(cpu_plan, tmp_path, edit, message):
+    edited = _edit(cpu_plan, tmp_path, edit)
+    refused(cli("run", edited, "--requests", "1"), str(edited), "field 'placements'", message)

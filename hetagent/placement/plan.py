@@ -230,7 +230,9 @@ def read_plan(source) -> tuple["Plan", dict, "object | None"]:
     if isinstance(source, Plan):
         return source, source.to_json(), None
     raw, path = read_plan_json(source)
-    return Plan.from_json(raw), raw, path   # the schema holds every key and type from_json reads
+    plan = Plan.from_json(raw)              # the schema holds every key and type from_json reads
+    plan._source_file = str(path) if path else None   # later checks (its workflow) name the file
+    return plan, raw, path
 
 
 def load_plan(source) -> "Plan":

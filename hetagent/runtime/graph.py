@@ -174,8 +174,9 @@ def _guards(name: str, loops: dict, arm_of: dict) -> tuple[list, list, str]:
 
 def from_plan(plan, workflow_index: int = 0) -> RtGraph:
     """The runtime graph of a plan (a Plan or its JSON dict) for one of its workflows."""
-    from hetagent.placement.plan import load_plan
-    plan = load_plan(plan)
+    from hetagent.placement.plan import read_plan
+    plan, _, plan_path = read_plan(plan)
+    plan_path = plan_path or getattr(plan, "_source_file", None)
     recs = (plan.inputs or {}).get("workflows") or []
     wf = None
     base_dir = None
@@ -225,12 +226,12 @@ def from_plan(plan, workflow_index: int = 0) -> RtGraph:
                 continue
             name = rest
         placements[name] = p
+    from hetagent.placement.plan_schema import check_operators
+    check_operators(list(placements), [o.name for o in graph.operators],
+                    str(plan_path) if plan_path else None, graph.workflow)
     ops: dict[str, RtOperator] = {}
     for o in graph.operators:
-        p = placements.get(o.name)
-        if p is None:
-            raise HetagentError(f"operator '{o.name}' of workflow '{graph.workflow}' has no "
-                                f"placement in the plan: the plan and its workflow disagree")
+        p = placements[o.name]
         lg, ag, node = _guards(o.name, loops, arm_of)
         ops[o.name] = RtOperator(o.name, o.kind, dict(o.attrs), o.weight, o.on_sla_path, p.device,
                                  p.tp, p.batch, p.replicas, p.precision, float(p.latency_ms or 0.0),
