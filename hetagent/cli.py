@@ -47,6 +47,7 @@ NUMBER_FLAGS = {
     "repeats": (1, 1000, False, False), "tokens": (1, 10**9, False, False),
     "context": (0, 10**9, False, False), "batch": (1, 10**6, False, False), "tp": (1, 1024, False, False),
     "pp": (1, 1024, False, False), "max_events": (1, 10**10, False, False),
+    "validate_requests": (1, 10**6, False, False),
 }
 
 
