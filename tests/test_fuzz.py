@@ -98,3 +98,25 @@ def test_the_fuzzer_finds_what_it_should(tmp_path, tiny):
     bad.write_text(json.dumps({"placements": [], "version": 1}))
     assert outcome(bad, lambda: use_plan(bad, deep=False))[0] == "refused"
     assert outcome(bad, lambda: 1 / 0)[0] == "internal"
+
+
+def test_every_plan_field_nulled_or_deleted_is_used_or_refused(tmp_path, base_plan):
+    """Deterministic companion of the plan fuzz: each field of a real plan (the first placement and pool
+    standing for the rest) set to null or deleted, then read and summarized. Found: a missing
+    tco.per_request, a null end_to_end_ms and a null solver.seconds crashed `format_plan`."""
+    import copy
+
+    from fuzzing import _DELETE, _leaf_paths, _set
+    paths = [p for p in _leaf_paths(base_plan) if not (p[0] == "inputs" and len(p) > 3)
+             and not (p[0] in ("pools", "placements") and len(p) > 1 and p[1] != 0)]
+    path_file = tmp_path / "plan.json"
+    bad = []
+    for path in paths:
+        for value in (None, _DELETE):
+            doc = copy.deepcopy(base_plan)
+            _set(doc, path, value)
+            path_file.write_text(json.dumps(doc, indent=1))
+            kind, detail = outcome(path_file, lambda: use_plan(path_file, deep=False))
+            if kind not in ("ok", "refused"):
+                bad.append((path, value is None, kind, detail))
+    assert len(paths) > 50 and not bad, bad[:5]

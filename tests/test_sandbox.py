@@ -70,12 +70,12 @@ def test_standin_burns_cpu_and_passes_text_on():
 # ---- the limits that held before still hold ---------------------------------------------------
 
 @pytest.mark.parametrize("body,limits,msg", [
-    ("while True: pass", dict(cpu_seconds=1, wall_seconds=8), "CPU-time"),
+    ("while True: pass", dict(cpu_seconds=1, wall_seconds=30), "CPU-time"),   # wall: a shared machine
     ("import time\ntime.sleep(30)", dict(cpu_seconds=5, wall_seconds=1), "wall-clock"),
     ("x = bytearray(1 << 31)", dict(memory_mb=128), "memory"),
     # ignoring SIGXCPU runs into the hard limit (SIGKILL): still the code's own CPU time
     ("import signal\nsignal.signal(signal.SIGXCPU, signal.SIG_IGN)\nwhile True: pass",
-     dict(cpu_seconds=1, wall_seconds=8), "CPU-time"),
+     dict(cpu_seconds=1, wall_seconds=30), "CPU-time"),
     ("return {'x': 'x' * (1 << 22)}", dict(max_output_bytes=1 << 16), "more than 65536 bytes"),
     ("import os, time\nos.close(1)\ntime.sleep(30)", dict(wall_seconds=1), "wall-clock"),
 ])

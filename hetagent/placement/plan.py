@@ -193,11 +193,12 @@ def format_plan(plan: Plan) -> str:
     return "\n".join(out)
 
 
-def read_plan_json(source) -> tuple[dict, "object | None"]:
+def read_plan_json(source, complete: bool = False) -> tuple[dict, "object | None"]:
     """(the plan.json dict, its path or None) from a plan.json path, its JSON text, a dict or a Plan.
     Read through the guarded reader (size, JSON nesting) and validated against plan.json's schema
     (hetagent.placement.plan_schema: types, ranges, known devices and kinds) before any stage uses it;
-    errors name the file, line and field. A Plan object is trusted as made."""
+    errors name the file, line and field. A Plan object is trusted as made. `complete`: the keys every
+    stage but a build needs (workflows, fleet, predicted, tco) must be there too."""
     from pathlib import Path
 
     from hetagent.errors import InputError
@@ -221,7 +222,7 @@ def read_plan_json(source) -> tuple[dict, "object | None"]:
     if not isinstance(doc.data, dict) or "placements" not in doc.data:
         raise InputError("not a plan.json (no `placements` list); make one with `hetagent plan`",
                          file=str(path) if path else None)
-    return plan_schema.validate(doc), path
+    return plan_schema.validate(doc, complete=complete), path
 
 
 def read_plan(source) -> tuple["Plan", dict, "object | None"]:
@@ -229,7 +230,7 @@ def read_plan(source) -> tuple["Plan", dict, "object | None"]:
     Plan. Every stage after placement reads plans through here; errors name the file and line."""
     if isinstance(source, Plan):
         return source, source.to_json(), None
-    raw, path = read_plan_json(source)
+    raw, path = read_plan_json(source, complete=True)
     plan = Plan.from_json(raw)              # the schema holds every key and type from_json reads
     plan._source_file = str(path) if path else None   # later checks (its workflow) name the file
     return plan, raw, path

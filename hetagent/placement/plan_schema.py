@@ -194,8 +194,8 @@ POOL = _record(
     memory_gb=Num(ge=0, le=1e9),
 )
 PREDICTED = _record(
-    (),
-    end_to_end_ms=MS,
+    ("end_to_end_ms",),
+    end_to_end_ms=Num(ge=0, le=MAX_MS),
     per_stage_ms=MapOf(Num(ge=0, le=MAX_MS)),
     sla_ms=Num(gt=0, le=MAX_MS, optional=True),
     meets_sla=Bool(optional=True),
@@ -206,7 +206,7 @@ PREDICTED = _record(
 )
 MONEY = Num(ge=0, le=MAX_USD, optional=True)
 TCO = _record(
-    ("per_hour",),
+    ("per_hour", "per_million_tokens", "per_request", "per_thousand_requests"),
     per_hour=Num(ge=0, le=MAX_USD), per_million_tokens=MONEY, per_request=MONEY,
     per_thousand_requests=MONEY,
     breakdown=MapOf(_record((), capex=MONEY, power=MONEY, opex=MONEY)),
@@ -214,7 +214,7 @@ TCO = _record(
 BASELINE = _record(("device", "feasible", "tco"), device=Str(), feasible=Bool(),
                    tco=_record((), per_hour=MONEY, per_request=MONEY))
 SOLVER = _record((), status=Str(optional=True), gap=Num(ge=0, optional=True),
-                 seconds=Num(ge=0, optional=True))
+                 seconds=Num(ge=0, le=1e9))
 FILE_RECORD = _record((), optional=True, name=Str(optional=True), file=Str(optional=True, nonempty=False),
                       text=Str(optional=True, nonempty=False))
 INPUTS = _record(
@@ -227,10 +227,11 @@ INPUTS = _record(
                              format=Str(optional=True, choices=("yaml", "mlir")))),
     fleet=FILE_RECORD, tco=FILE_RECORD, catalog=Str(optional=True),
     profiles=Str(optional=True, nonempty=False),            # the profile file's text
+    headroom=_record((), optional=True, sla_factor=Num(gt=0, le=100), rate_factor=Num(gt=0, le=100)),
     precisions=ListOf(Str(), optional=True),
 )
 PLAN = _record(
-    ("version", "workflows", "fleet", "placements", "predicted", "tco"),
+    ("version", "placements"),                  # all a build needs (with `ir`); see COMPLETE
     version=Int(1, 1), workflows=ListOf(Str(), min_len=1), fleet=MapOf(Int(0, MAX_COUNT)),
     placements=ListOf(PLACEMENT), pools=ListOf(POOL), predicted=PREDICTED, tco=TCO,
     baselines=ListOf(BASELINE),
@@ -238,10 +239,14 @@ PLAN = _record(
 )
 
 
+COMPLETE = ("workflows", "fleet", "predicted", "tco")   # what report, simulate, run and serve also need
+
+
 # ---- checking ---------------------------------------------------------------------------------------
 
-def validate(doc: Located, config_dir=None) -> dict:
+def validate(doc: Located, config_dir=None, complete: bool = True) -> dict:
     """Checks a parsed plan.json (hetagent.guarded.JsonLocated, or Located for a dict); returns its data.
+    `complete`: the keys of COMPLETE must be there too (False: a build's placements and IR suffice).
     Raises one InputError naming the file, line and field of the first problem."""
     def fail(path, message):
         raise InputError(message, file=doc.file, line=doc.line_of(path) if doc.file else None,
@@ -252,6 +257,9 @@ def validate(doc: Located, config_dir=None) -> dict:
             and not isinstance(data["version"], bool):
         fail(("version",), f"plan version {data['version']} is not supported (expected 1)")
     PLAN.check(data, (), fail)
+    for key in COMPLETE if complete else ():
+        if key not in data:
+            fail((key,), "required field is missing")
     _check_meaning(data, fail, config_dir)
     return data
 
@@ -267,19 +275,20 @@ def _check_meaning(data: dict, fail, config_dir) -> None:
         if p["kind"] not in OPS:
             fail(("placements", i, "kind"), f"unknown operator kind '{p['kind']}'; kinds: "
                                             f"{summarize(sorted(OPS))}")
+    fleet = data.get("fleet")
     if not data.get("inputs"):   # a stripped plan names no catalog: only consistency can be checked
-        known = set(data["fleet"]) | {p["device"] for p in data["placements"]} | \
+        known = set(fleet or ()) | {p["device"] for p in data["placements"]} | \
             {b["device"] for b in data.get("baselines") or []}
     else:
         known = known_devices(data, fail, config_dir)
-    for d in data["fleet"]:
+    for d in fleet or ():
         if d not in known:
             fail(("fleet", d), f"unknown device '{d}'; devices: {summarize(sorted(known))}")
     for i, p in enumerate(data["placements"]):
         if p["device"] not in known:
             fail(("placements", i, "device"),
                  f"unknown device '{p['device']}'; devices: {summarize(sorted(known))}")
-        if p["replicas"] > 0 and p["device"] not in data["fleet"]:
+        if fleet is not None and p["replicas"] > 0 and p["device"] not in fleet:
             fail(("placements", i, "device"), f"device '{p['device']}' holds {p['replicas']} "
                                               f"replica(s) but is not in the plan's fleet")
     for i, b in enumerate(data.get("baselines") or []):
