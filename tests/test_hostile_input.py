@@ -368,3 +368,11 @@ def test_gzip_trace_bomb_is_refused(cpu_plan, tmp_path):
 def test_run_refuses_placements_that_disagree_with_the_workflow(cpu_plan, tmp_path, edit, message):
     edited = _edit(cpu_plan, tmp_path, edit)
     refused(cli("run", edited, "--requests", "1"), str(edited), "field 'placements'", message)
+
+
+def test_tiny_interest_rate_is_not_a_division_by_zero():
+    """Found by the field sweep of configs/tco/default.yaml: interest_rate 1e-300 made the annuity's
+    denominator 1 - (1 + r)^-n exactly 0 (a ZeroDivisionError)."""
+    from hetagent.costmodel.tco import annuity_per_year
+    assert annuity_per_year(1000.0, 1e-300, 4) == pytest.approx(250.0)
+    assert annuity_per_year(1000.0, 0.075, 4) == pytest.approx(298.5675, rel=1e-6)

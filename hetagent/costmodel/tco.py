@@ -8,6 +8,7 @@ rent:  the rental price per hour (it already includes power and facility), repor
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,9 +89,10 @@ def load_tco(name_or_path: str | Path = "default", config_dir=None) -> TcoParams
 
 def annuity_per_year(price: float, rate: float, years: float) -> float:
     """Yearly payment that repays `price` over `years` at interest `rate`."""
-    if rate == 0:
+    denominator = -math.expm1(-years * math.log1p(rate))    # 1 - (1 + rate)^-years, exact for tiny rates
+    if rate == 0 or denominator == 0:
         return price / years
-    return price * rate / (1.0 - (1.0 + rate) ** -years)
+    return price * rate / denominator
 
 
 def device_hour_cost(device: Device, params: TcoParams, mode: str | None = None) -> dict[str, float]:
