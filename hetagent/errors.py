@@ -5,8 +5,17 @@ The CLI prints str(error) on stderr and exits 1, never a traceback.
 from __future__ import annotations
 
 
+# Control characters and line separators a user's text may carry into a message, escaped so that every
+# message stays one line (a node kind of "\n?" once split an error over two lines).
+_ESCAPES = {c: f"\\x{c:02x}" for c in range(32)} | {0x7f: "\\x7f", 0x85: "\\x85", 0x2028: "\\u2028",
+                                                   0x2029: "\\u2029"} | {10: "\\n", 13: "\\r", 9: " "}
+
+
 class HetagentError(Exception):
-    """Base of every error a user can cause."""
+    """Base of every error a user can cause. Its message is one line: control characters are escaped."""
+
+    def __init__(self, *args):
+        super().__init__(*(a.translate(_ESCAPES) if isinstance(a, str) else a for a in args))
 
 
 class InputError(HetagentError):

@@ -376,3 +376,16 @@ def test_tiny_interest_rate_is_not_a_division_by_zero():
     from hetagent.costmodel.tco import annuity_per_year
     assert annuity_per_year(1000.0, 1e-300, 4) == pytest.approx(250.0)
     assert annuity_per_year(1000.0, 0.075, 4) == pytest.approx(298.5675, rel=1e-6)
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("name: w\nnodes:\n  - {id: a, kind: \"\\n?\"}\n", "unknown node kind '\\n?'"),
+    ("name: w\nnodes:\n  - {id: a, kind: \"x\\u2028y\"}\n", "\\u2028"),
+])
+def test_control_characters_from_the_file_stay_escaped(tmp_path, text, needle):
+    """Found by the long fuzz: a node kind holding a newline split the error over two lines."""
+    wf = tmp_path / "w.yaml"
+    wf.write_text(text)
+    with pytest.raises(InputError) as e:
+        hetagent.load(wf)
+    assert len(str(e.value).splitlines()) == 1 and needle in str(e.value)
