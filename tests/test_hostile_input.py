@@ -199,6 +199,7 @@ EDITS = [
     ("version", lambda d: d.update(version=2), "version", "plan version 2 is not supported"),
     ("workflows_missing", lambda d: d.pop("workflows"), "workflows", "required field is missing"),
     ("sla_zero", lambda d: d["predicted"].update(sla_ms=0), "predicted.sla_ms", "> 0"),
+    ("pool_model", lambda d: d["pools"][1].update(model="gpt-9"), "pools[1].model", "unknown model 'gpt-9'"),
 ]
 
 

@@ -5,9 +5,10 @@ Two layers:
 - **shape**: the declarative records below (types, ranges, required keys). Numbers must be finite;
   counts are whole numbers in range. Keys a record does not list are accepted untouched (newer
   writers add keys), so adding a key to the schema is one line in the record that holds it.
-- **meaning**: operator names unique, every device in the fleet and the placements one the plan's
+- **meaning**: operator names unique, every device in the fleet, the pools and the placements one the plan's
   catalog, embedded fleet or profiles define (a plan stripped of `inputs` names no catalog: then only
-  consistency is checked), every placed device in the fleet, every operator kind one the IR defines. `check_operators` holds placements against the operators of the embedded
+  consistency is checked), every placed device in the fleet, every pool's model a model card, every
+  operator kind one the IR defines. `check_operators` holds placements against the operators of the embedded
   workflow once a stage has rebuilt them.
 
 Every error is one InputError naming the file, the line (found in the JSON text on demand) and the
@@ -291,6 +292,18 @@ def _check_meaning(data: dict, fail, config_dir) -> None:
         if fleet is not None and p["replicas"] > 0 and p["device"] not in fleet:
             fail(("placements", i, "device"), f"device '{p['device']}' holds {p['replicas']} "
                                               f"replica(s) but is not in the plan's fleet")
+    models = None
+    for i, pool in enumerate(data.get("pools") or []):
+        if pool["device"] not in known:
+            fail(("pools", i, "device"), f"unknown device '{pool['device']}'; devices: "
+                                         f"{summarize(sorted(known))}")
+        if pool["model"] is not None:
+            if models is None:
+                from hetagent.configs import list_ids
+                models = set(list_ids("models", config_dir))
+            if pool["model"] not in models:
+                fail(("pools", i, "model"), f"unknown model '{pool['model']}'; models: "
+                                            f"{summarize(sorted(models))}")
     for i, b in enumerate(data.get("baselines") or []):
         if b["device"] not in known:
             fail(("baselines", i, "device"), f"unknown device '{b['device']}'; devices: "
