@@ -221,10 +221,10 @@ def _all_paths(wf):
     yield from rec(wf.nodes, ("nodes",))
 
 
-def _check_scopes(nodes, outer: tuple[frozenset, ...], fail, blocked: frozenset = frozenset()) -> None:
-    """References resolve to this scope or an enclosing one; no cycle within a scope. `blocked`: the
-    enclosing loops and branches holding these nodes, and every outer node that depends on them: a
-    node inside cannot take those as input (they run after it)."""
+def _check_scopes(nodes, outer: tuple[frozenset, ...], fail, guards: tuple = ()) -> None:
+    """References resolve to this scope or an enclosing one; no cycle within a scope. `guards`: per
+    enclosing scope (its dependencies, the loop or branch holding these nodes, a topological index): a
+    node inside cannot take that container, or an outer node depending on it, as input (it runs after)."""
     here = frozenset(n.id for n in nodes)
     visible = (here,) + outer
     inner_ids = {}
@@ -236,7 +236,8 @@ def _check_scopes(nodes, outer: tuple[frozenset, ...], fail, blocked: frozenset 
         for i, ref in enumerate(n.inputs):
             if ref == n.id:
                 fail(n.id, f"node '{n.id}' lists itself as an input", "inputs")
-            if ref in blocked:
+            if any(ref in deps and _depends_on(ref, container, deps, topo)
+                   for deps, container, topo in guards):
                 fail(n.id, f"input '{ref}' is, or runs after, the loop or branch holding '{n.id}'; "
                            "inside it, a node with no inputs takes the container's inputs", "inputs")
             if not any(ref in s for s in visible):
@@ -244,9 +245,10 @@ def _check_scopes(nodes, outer: tuple[frozenset, ...], fail, blocked: frozenset 
                     fail(n.id, f"input '{ref}' is inside '{inner_ids[ref]}'; refer to "
                                f"'{inner_ids[ref]}' instead", "inputs")
                 fail(n.id, f"input '{ref}' does not name a node", "inputs")
-    # cycles among this scope's nodes
+    # cycles among this scope's nodes; the depth-first finishing order is a topological order
     deps = {n.id: [r for r in n.inputs if r in here] for n in nodes}
     state: dict[str, int] = {}
+    order: list[str] = []
     for start in deps:
         if state.get(start):
             continue
@@ -258,6 +260,7 @@ def _check_scopes(nodes, outer: tuple[frozenset, ...], fail, blocked: frozenset 
             nxt = next(it, None)
             if nxt is None:
                 state[node] = 2
+                order.append(node)
                 stack.pop()
                 trail.pop()
             elif state.get(nxt) == 1:
@@ -268,21 +271,25 @@ def _check_scopes(nodes, outer: tuple[frozenset, ...], fail, blocked: frozenset 
                 state[nxt] = 1
                 trail.append(nxt)
                 stack.append((nxt, iter(deps[nxt])))
-    users: dict[str, list[str]] = {}
-    for node_id, refs in deps.items():
-        for r in refs:
-            users.setdefault(r, []).append(node_id)
+    topo = {node_id: i for i, node_id in enumerate(order)}
     for n in nodes:
-        if not _children(n):
-            continue
-        after, todo = {n.id}, [n.id]          # the container and everything here depending on it
-        while todo:
-            for u in users.get(todo.pop(), []):
-                if u not in after:
-                    after.add(u)
-                    todo.append(u)
         for child in _children(n):
-            _check_scopes(child, visible, fail, blocked | after)
+            _check_scopes(child, visible, fail, guards + ((deps, n.id, topo),))
+
+
+def _depends_on(node: str, container: str, deps: dict, topo: dict) -> bool:
+    """Whether `node` is `container` or depends on it within their scope: a walk back through inputs
+    that skips nodes ordered before the container (they cannot depend on it)."""
+    stack, seen = [node], {node}
+    while stack:
+        x = stack.pop()
+        if x == container:
+            return True
+        for y in deps[x]:
+            if y not in seen and topo[y] >= topo[container]:
+                seen.add(y)
+                stack.append(y)
+    return False
 
 
 def _children(n) -> list[list]:
