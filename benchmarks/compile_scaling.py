@@ -77,14 +77,15 @@ def measure(n: int) -> dict:
     import hetagent
     from hetagent.workflow.loader import loads
     text = yaml.safe_dump(synthetic(n), sort_keys=False)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     wf = loads(text, file=f"synthetic_{n}.yaml")
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     module = hetagent.compile(wf)
-    t2 = time.perf_counter()
+    t2, c2 = time.perf_counter(), time.process_time()
     ops = sum(1 for _ in module.walk())
     return {"nodes": n, "ops_after_pipeline": ops, "load_s": round(t1 - t0, 3),
             "compile_s": round(t2 - t1, 3), "total_s": round(t2 - t0, 3),
+            "load_cpu_s": round(c1 - c0, 3), "compile_cpu_s": round(c2 - c1, 3), "total_cpu_s": round(c2 - c0, 3),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
