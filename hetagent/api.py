@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from hetagent.guarded import read_text
 from hetagent.ir.build import build
 from hetagent.ir.text import parse_module, print_module
 from hetagent.passes.registry import DEFAULT_PIPELINE
@@ -132,7 +133,7 @@ def operator_graph(source):
     a module that already had them)."""
     from hetagent.ir.opgraph import extract
     if isinstance(source, (str, Path)) and str(source).endswith(".mlir"):
-        module = parse_module(Path(source).read_text(), str(source))
+        module = parse_module(read_text(source, "mlir"), str(source))
     elif isinstance(source, (str, Path, Workflow)):
         module = compile(source)
     else:

@@ -11,6 +11,8 @@ from hetagent.errors import HetagentError
 
 def write_atomic(path: str | Path, data: str | bytes) -> None:
     target = Path(path)
+    if target.is_dir():
+        raise HetagentError(f"{path}: is a directory; name a file to write")
     if not target.parent.exists():
         raise HetagentError(f"{path}: directory {target.parent} does not exist")
     raw = data.encode("utf-8") if isinstance(data, str) else data

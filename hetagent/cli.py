@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -30,6 +31,74 @@ OPTIONAL_EXTRAS = {
     "models": {"faster_whisper", "ctranslate2", "piper", "sentence_transformers", "faiss", "llama_cpp"},
     "test": {"selenium"},
 }
+
+
+# Every number a command takes, by argparse dest: (lowest, highest, lowest excluded, highest excluded).
+# main() checks them all after parsing, so a bad value is one line naming the flag, before any work.
+NUMBER_FLAGS = {
+    "rate": (0, 1e6, True, False), "sla_ms": (0, 1e12, True, False),
+    "soft_sla_penalty": (0, 1e12, False, False), "time_limit": (0, 86400, True, False),
+    "gap": (0, 1, False, False), "points": (2, 200, False, False), "budget": (0, 86400, True, False),
+    "seed": (0, 2**32 - 1, False, False), "validate_seed": (0, 2**32 - 1, False, False),
+    "duration": (0, 1e7, True, False), "validate_duration": (0, 1e7, True, False),
+    "requests": (1, 10**7, False, False), "concurrency": (1, 10**5, False, False),
+    "port": (0, 65535, False, False), "cv": (0, 100, True, False), "burst_factor": (1, 1e3, False, False),
+    "burst_fraction": (0, 1, True, True), "burst_seconds": (0, 1e7, True, False),
+    "repeats": (1, 1000, False, False), "tokens": (1, 10**9, False, False),
+    "context": (0, 10**9, False, False), "batch": (1, 10**6, False, False), "tp": (1, 1024, False, False),
+    "pp": (1, 1024, False, False), "max_events": (1, 10**10, False, False),
+    "validate_requests": (1, 10**6, False, False),
+}
+
+
+def check_numbers(args) -> None:
+    """Range-checks every numeric flag given (NUMBER_FLAGS): finite, within bounds; one line naming it."""
+    for dest, (lo, hi, lo_open, hi_open) in NUMBER_FLAGS.items():
+        value = getattr(args, dest, None)
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        bad = not math.isfinite(value) or value < lo or value > hi or (lo_open and value == lo) \
+            or (hi_open and value == hi)
+        if bad:
+            kind = "a whole number" if isinstance(value, int) else "a finite number"
+            raise HetagentError(f"--{dest.replace('_', '-')} must be {kind} {'>' if lo_open else '>='} "
+                                f"{_bound(lo)} and {'<' if hi_open else '<='} {_bound(hi)}, got {value!r}")
+
+
+def check_output(args) -> None:
+    """`-o FILE` names a file in a folder that exists: refused before any work, not after it."""
+    out = getattr(args, "output", None)
+    if not out or args.command == "build":        # build's -o is the folder it fills
+        return
+    path = Path(out)
+    if path.is_dir():
+        raise HetagentError(f"{out}: is a directory; -o names a file to write")
+    if not path.parent.is_dir():
+        raise HetagentError(f"{out}: directory {path.parent} does not exist")
+
+
+def _bound(x) -> str:
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
+
+
+MAX_MESSAGE_CHARS = 600
+
+
+def one_line(message: str) -> str:
+    """An error message as one short line: newlines folded; a long '; '-separated list keeps its first
+    items and says how many more there were."""
+    message = " ".join(message.split())
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    parts = message.split("; ")
+    kept: list[str] = []
+    for part in parts:
+        if len("; ".join(kept + [part])) > MAX_MESSAGE_CHARS - 30:
+            break
+        kept.append(part)
+    if kept and len(kept) < len(parts):
+        return "; ".join(kept) + f"; and {len(parts) - len(kept)} more"
+    return message[:MAX_MESSAGE_CHARS - 1] + "…"
 
 
 from hetagent.workflow.importers.common import parse_self_host as _self_host  # noqa: E402
@@ -298,9 +367,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.config_dir:
         os.environ["HETAGENT_CONFIG_DIR"] = args.config_dir
     try:
+        check_numbers(args)
+        check_output(args)
         args.func(args)
     except HetagentError as e:
-        print(f"hetagent: error: {e}", file=sys.stderr)
+        print(f"hetagent: error: {one_line(str(e))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("hetagent: interrupted", file=sys.stderr)
@@ -318,8 +389,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug, not the user's fault: still one line, details on request
         if os.environ.get("HETAGENT_DEBUG"):
             raise
-        print(f"hetagent: internal error: {type(e).__name__}: {e} (HETAGENT_DEBUG=1 shows the "
-              f"traceback; please report it)", file=sys.stderr)
+        print(f"hetagent: internal error: {type(e).__name__}: {one_line(str(e))} (HETAGENT_DEBUG=1 "
+              f"shows the traceback; please report it)", file=sys.stderr)
         return 1
     return 0
 

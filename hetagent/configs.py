@@ -8,8 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import yaml
-
+from hetagent.guarded import dotted, read_yaml as guarded_read_yaml
 from hetagent.errors import InputError
 
 _PACKAGED = Path(__file__).resolve().parent.parent / "configs"
@@ -48,40 +47,12 @@ def list_ids(kind: str, override=None) -> list[str]:
 
 # ---- YAML with line numbers ----------------------------------------------------------------------
 
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_SAFE = _LOADER
-
 def read_yaml(path: str | Path) -> tuple[object, dict[str, int]]:
-    """Parse a YAML file; return (data, {dotted field path: 1-based line}). Syntax errors -> InputError."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InputError(f"cannot read file: {exc.strerror}", file=str(path)) from None
-    try:
-        node = yaml.compose(text, Loader=_LOADER)
-        data = yaml.load(text, Loader=_SAFE)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise InputError(f"invalid YAML: {getattr(exc, 'problem', None) or exc}", file=str(path),
-                         line=mark.line + 1 if mark else None) from None
-    lines: dict[str, int] = {}
-
-    def walk(n, prefix: str) -> None:
-        if isinstance(n, yaml.MappingNode):
-            for k, v in n.value:
-                key = f"{prefix}.{k.value}" if prefix else str(k.value)
-                lines[key] = k.start_mark.line + 1
-                walk(v, key)
-        elif isinstance(n, yaml.SequenceNode):
-            for i, v in enumerate(n.value):
-                key = f"{prefix}[{i}]"
-                lines[key] = v.start_mark.line + 1
-                walk(v, key)
-
-    if node is not None:
-        walk(node, "")
-    return data, lines
+    """Parse a config file through the guarded reader (hetagent.guarded: size limit, plain data only,
+    alias bombs refused before expansion, duplicate keys refused); return (data, {dotted field path:
+    1-based line}). Every problem is one InputError naming the file and line."""
+    located = guarded_read_yaml(path, "config")
+    return located.data, {dotted(p): line for p, line in located.lines.items() if p}
 
 
 class Where:

@@ -5,8 +5,17 @@ The CLI prints str(error) on stderr and exits 1, never a traceback.
 from __future__ import annotations
 
 
+# Control characters and line separators a user's text may carry into a message, escaped so that every
+# message stays one line (a node kind of "\n?" once split an error over two lines).
+_ESCAPES = {c: f"\\x{c:02x}" for c in range(32)} | {0x7f: "\\x7f", 0x85: "\\x85", 0x2028: "\\u2028",
+                                                   0x2029: "\\u2029"} | {10: "\\n", 13: "\\r", 9: " "}
+
+
 class HetagentError(Exception):
-    """Base of every error a user can cause."""
+    """Base of every error a user can cause. Its message is one line: control characters are escaped."""
+
+    def __init__(self, *args):
+        super().__init__(*(a.translate(_ESCAPES) if isinstance(a, str) else a for a in args))
 
 
 class InputError(HetagentError):
@@ -42,6 +51,17 @@ class PlacementError(HetagentError):
     """No plan exists; the message says which operator and which bound make it so."""
 
 
+LIST_SHOWN = 8   # a list in a message shows this many items, then "and N more"
+
+
+def summarize(items, shown: int = LIST_SHOWN) -> str:
+    """'a, b, c', or 'a, b, c, d, e, f, g, h and 41 more': a long list keeps the message one short line."""
+    items = [str(i) for i in items]
+    if len(items) <= shown:
+        return ", ".join(items)
+    return f"{', '.join(items[:shown])} and {len(items) - shown} more"
+
+
 def unknown_choice(what: str, given: str, choices) -> CatalogError:
     """`unknown device 'h900'; choices: a100, h100, ...`"""
-    return CatalogError(f"unknown {what} '{given}'; choices: {', '.join(sorted(choices))}")
+    return CatalogError(f"unknown {what} '{given}'; choices: {summarize(sorted(choices), 24)}")

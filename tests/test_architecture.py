@@ -10,7 +10,7 @@ import pytest
 
 PKG = Path(__file__).resolve().parent.parent / "hetagent"
 # Top to bottom; a stage may import itself and anything earlier in this list.
-STAGES = ["errors", "atomic", "configs", "modelcards", "workflow", "ir", "passes", "costmodel", "placement",
+STAGES = ["errors", "atomic", "guarded", "configs", "modelcards", "workflow", "ir", "passes", "costmodel", "placement",
           "simulator", "backends", "runtime", "report"]
 MAX_LINES = 900
 

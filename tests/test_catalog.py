@@ -169,7 +169,7 @@ def test_id_must_match_file_name(tmp_path):
 def test_invalid_yaml_names_line(tmp_path):
     path = tmp_path / "x.yaml"
     path.write_text("id: x\nname: [oops\n")
-    with pytest.raises(InputError, match=r"x\.yaml:\d+: invalid YAML"):
+    with pytest.raises(InputError, match=r"x\.yaml:\d+: YAML syntax error"):
         load_device(path)
 
 

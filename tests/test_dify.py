@@ -123,6 +123,9 @@ def test_loop_node():
     assert [n.id for n in loop.body] == ["n1748000000003", "n1748000000004"]  # markers dropped
     assert loop.body[0].inputs == [] and loop.body[0].output_tokens == 300  # max_tokens
     assert by_id(wf)["end"].inputs == ["n1748000000001"]
+    check = by_id(wf)["n1748000000004"]     # a python3 code node keeps its code
+    assert check.kind == "code" and check.language == "python3"
+    assert check.source == "def main(x): return {}"
 
 
 def test_agent_node_with_maximum_iterations():
@@ -193,6 +196,7 @@ def test_cpu_nodes_assigners_and_http():
     for nid in ("dx", "lo", "tt", "cd", "va", "vo", "a1", "a2"):
         assert ids[nid].kind == "code", nid
     assert ids["dx"].cpu_ms == 50 and ids["tt"].cpu_ms == 20
+    assert ids["cd"].source is None      # javascript: a stand-in, the code is not carried over
     assert ids["hr"].kind == "tool" and ids["hr"].latency_ms == dify_defaults.HTTP_LATENCY_MS
     assert set(ids["va"].inputs) == {"tt", "hr"}
     assert ids["s"].bytes == dify_defaults.FILE_BYTES

@@ -211,3 +211,76 @@ def test_plan_input_may_be_compiled_mlir(tmp_path):
                                                      passes="verify")))
     g = hetagent.operator_graph(out)
     assert any(o.kind == "llm.decode" for o in g.operators) and g.sla_ms == 3000
+
+
+CODE_WF = """
+name: code
+nodes:
+  - {id: q, kind: input, text_tokens: 8}
+  - {id: a, kind: code, cpu_ms: 2, inputs: [q]}
+  - id: b
+    kind: code
+    inputs: [a]
+    source: "def main(text):\\n    return {'text': \\"it's \\" + text}\\n"
+  - {id: c, kind: code, cpu_ms: 3, inputs: [b]}
+"""
+
+
+def test_code_source_survives_mlir_and_is_never_fused(tmp_path):
+    f = tmp_path / "code.yaml"
+    f.write_text(CODE_WF)
+    m = hetagent.compile(f)
+    text = print_module(m)
+    again = parse_module(text, "<test>")
+    assert print_module(again) == text
+    ops = {d.op_attrs(op).get("source"): op.name for op in again.walk() if op.name.startswith("compute.")}
+    assert ops["def main(text):\n    return {'text': \"it's \" + text}\n"] == "compute.code"
+    names = [op.attributes["node"].data for op in m.walk() if op.name.startswith("compute.")]
+    assert names == ["a", "b", "c"]     # b has source: a, b and c stay apart
+
+
+def test_long_cpu_chain_fuses_in_one_op():
+    b = WorkflowBuilder("chain")
+    b.input("q", text_tokens=8)
+    prev = "q"
+    for i in range(300):
+        b.code(f"c{i}", cpu_ms=1, inputs=[prev])
+        prev = f"c{i}"
+    fused = [op for op in hetagent.compile(b.build()).walk() if op.name == "compute.fused"]
+    assert len(fused) == 1 and len(d.op_attrs(fused[0])["parts"]) == 300
+    assert d.op_attrs(fused[0])["cpu_ms"] == pytest.approx(300)
+
+
+@pytest.mark.parametrize("expected,n,sla", [(1.5, 10**9, None), (1e8, 10**9, None), (2.0, 2_000_000, 5)])
+def test_huge_loop_folds_its_tail_and_keeps_the_expected_cost(expected, n, sla):
+    b = WorkflowBuilder("big", sla_ms=10_000 if sla else None, sla_iterations=sla)
+    b.input("q", text_tokens=8)
+    with b.loop("L", expected_iterations=expected, max_iterations=n, inputs=["q"]) as body:
+        body.tool("t", latency_ms=5)
+    g = extract(hetagent.compile(b.build()))
+    lookups = [o for o in g.operators if o.kind == "tool.lookup"]
+    assert len(lookups) <= 1001
+    assert sum(o.weight for o in lookups) == pytest.approx(expected, rel=1e-6)
+    on_path = [o for o in lookups if o.on_sla_path]
+    assert len(on_path) == (sla or len(lookups) - 1)
+    assert not lookups[-1].on_sla_path       # the folded tail is never on the SLA path
+
+
+def test_loop_with_too_many_sla_iterations_is_refused_with_its_line(tmp_path):
+    f = tmp_path / "big.yaml"
+    f.write_text("name: w\nsla: {latency_ms: 1000}\nnodes:\n  - {id: q, kind: input}\n"
+                 "  - {id: L, kind: loop, expected_iterations: 2, max_iterations: 1000000000, inputs: [q],"
+                 " body: [{id: t, kind: code}]}\n")
+    with pytest.raises(hetagent.errors.InputError, match=r"big.yaml:5: field 'nodes\[1\].max_iterations'"
+                       r".*at most 1000"):
+        hetagent.load(f)
+
+
+def test_nested_huge_loops_are_refused_not_materialized():
+    b = WorkflowBuilder("nest")
+    b.input("q", text_tokens=8)
+    with b.loop("outer", expected_iterations=5e8, max_iterations=10**9, inputs=["q"]) as o:
+        with o.loop("inner", expected_iterations=5e8, max_iterations=10**9) as i:
+            i.tool("t", latency_ms=5)
+    with pytest.raises(IRError, match="would pass 200000 operations"):
+        hetagent.compile(b.build())

@@ -220,3 +220,41 @@ def test_cheap_chain_fused_into_one_call(ray_local, tmp_path_factory, fuse):
     finally:
         rt.close()
         rt.d.shutdown()
+
+
+CODE = """
+name: code
+sla: {latency_ms: 5000, percentile: 95}
+rate: 2
+nodes:
+  - {id: q, kind: input, text_tokens: 8}
+  - id: shout
+    kind: code
+    language: python3
+    inputs: [q]
+    source: |
+      def main(question: str) -> dict:
+          if "bad" in question:
+              raise ValueError("refusing " + question)
+          return {"text": question.upper()}
+  - {id: out, kind: output, inputs: [shout]}
+"""
+
+
+def test_code_node_source_runs_sandboxed_and_fails_per_request(ray_local, tmp_path_factory):
+    """Real code from the workflow runs in the sandbox; its failure fails that request only."""
+    from hetagent.runtime.commands import deploy
+    from hetagent.runtime.load import request_input
+    plan = _plan(tmp_path_factory, CODE, "code")
+    r = deploy(plan)
+    try:
+        good = [r.submit(request_input(r.d.graph, "hello there")) for _ in range(3)]
+        bad = r.submit(request_input(r.d.graph, "a bad one"))
+        res = [f.result(timeout=120) for f in good]
+        assert [x.status for x in res] == ["completed"] * 3
+        assert res[0].output["text"] == "HELLO THERE"
+        b = bad.result(timeout=120)
+        assert b.status == "failed" and "ValueError: refusing a bad one" in b.error
+    finally:
+        r.close()
+        r.d.shutdown()

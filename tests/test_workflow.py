@@ -114,6 +114,14 @@ BAD = [
      "'nowhere.yaml' does not exist", 3),
     ("sub_self", GOOD_HEAD + "  - {id: s, kind: subagent, workflow: SELF}\n", "includes itself", 3),
     ("merge_key", "base: &b {id: a, kind: code}\nname: w\nnodes:\n  - {<<: *b}\n", "merge keys", 4),
+    ("code_syntax", GOOD_HEAD + "  - id: c\n    kind: code\n    source: |\n      def main(:\n"
+     "        pass\n", "Python syntax error in the source, line 1", 5),
+    ("code_no_main", GOOD_HEAD + "  - {id: c, kind: code, source: 'x = 1'}\n",
+     "must define a top-level function main", 3),
+    ("code_language_only", GOOD_HEAD + "  - {id: c, kind: code, language: python3}\n",
+     "`language` needs `source`", 3),
+    ("code_javascript", GOOD_HEAD + "  - {id: c, kind: code, language: javascript, source: 'x'}\n",
+     "field 'nodes[0].language'", 3),
 ]
 
 
@@ -227,3 +235,11 @@ def test_loader_check_is_json_roundtrippable():
     wf = hetagent.load(VOICE)
     assert json.loads(wf.model_dump_json())["name"] == "voice_agent"
     assert loader.node_paths(wf)["think"] == ("nodes", 2, "body", 0)
+
+
+def test_code_node_carries_python_source(tmp_path):
+    path = tmp_path / "code.yaml"
+    path.write_text(GOOD_HEAD + "  - id: c\n    kind: code\n    language: python3\n    source: |\n"
+                    "      def main(text: str) -> dict:\n          return {'text': text[::-1]}\n")
+    node = hetagent.load(path).nodes[0]
+    assert node.language == "python3" and node.source.startswith("def main(text")

@@ -22,6 +22,9 @@ FIGURE_KEYS = {"value", "source", "note", "estimate", "date"}
 DEFAULT_CATALOG = "default"
 
 
+MAX_FIGURE = 1e9   # no real device figure (W, $, GB, GB/s, TFLOPS, cores) comes near; overflow does
+
+
 def is_number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
@@ -113,6 +116,8 @@ def _figure(raw, fld: str, where: Where, figures: dict[str, Figure]) -> float | 
             raise where.error(fld, f"value must be a number, got {value!r}")
         if value < 0:
             raise where.error(fld, f"value must not be negative, got {value}")
+        if value > MAX_FIGURE:
+            raise where.error(fld, f"value {value:g} is beyond any real device (at most {MAX_FIGURE:g})")
         if not isinstance(source, str) or not source.strip():
             raise where.error(fld, "every figure needs a source")
     for k in ("note", "estimate", "date", "source"):

@@ -11,9 +11,10 @@ from pathlib import Path
 
 from hetagent.configs import named_or_path
 from hetagent.costmodel.devices import Device, Where, device_from_mapping, load_catalog, read_yaml
-from hetagent.errors import unknown_choice
+from hetagent.errors import summarize, unknown_choice
 
 MODES = ("buy", "rent", "owned")
+MAX_UNITS = 1_000_000   # devices of one kind a fleet may own or cap at
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,8 @@ def load_fleet(name_or_path: str | Path = "default", config_dir=None) -> Fleet:
                 raise w.error(sorted(bad)[0], "unknown key; allowed: id, max_count, owned")
             for k in ("max_count", "owned"):
                 v = e.get(k)
-                if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
-                    raise w.error(k, f"must be a whole number >= 0, got {v!r}")
+                if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_UNITS):
+                    raise w.error(k, f"must be a whole number from 0 to {MAX_UNITS}, got {v!r}")
             owned = e.get("owned") or 0
             if mode == "owned" and owned == 0:
                 raise w.error("owned", "an owned fleet must say how many units it owns")
@@ -118,7 +119,7 @@ def load_fleet(name_or_path: str | Path = "default", config_dir=None) -> Fleet:
         for i, e in enumerate(devices):
             if e.id not in known:
                 raise Where(path, lines, f"devices[{i}]").error(
-                    "id", f"unknown device '{e.id}' in catalog '{catalog}'; choices: {', '.join(sorted(known))}")
+                    "id", f"unknown device '{e.id}' in catalog '{catalog}'; choices: {summarize(sorted(known), 24)}")
     return fleet
 
 

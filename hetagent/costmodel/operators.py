@@ -529,7 +529,8 @@ def _tensor(op, o, device) -> OpCost:
         secs, info = _calibrated_seconds(kind, a, device)
         if secs is not None:
             detail.update(info)
-            lat = secs * o.batch                     # a CPU gains little from batching: batch x the time
+            lat = max(secs, 1e-9) * o.batch          # a CPU gains little from batching: batch x the time
+                                                     # (no work, e.g. no audio: a nanosecond, not 0)
             return OpCost(lat * 1e3, o.batch / lat, 0.5, _power(device, "compute"), "compute", detail=detail)
     flops, wbytes, units = _work(kind, a, model)
     p, src = rl.device_params(device)

@@ -34,7 +34,6 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 
 from hetagent.costmodel.types import BOUNDS, DeviceOption, OpCost
 from hetagent.errors import InputError
@@ -104,22 +103,21 @@ class _Map(dict):
     line: int
 
 
-class _Loader(yaml.SafeLoader):
-    pass
-
-
-def _construct_map(loader, node):
-    m = _Map()
-    m.line = node.start_mark.line + 1
-    m.lines = {}
-    for k, v in node.value:
-        key = loader.construct_object(k, deep=True)
-        m[key] = loader.construct_object(v, deep=True)
-        m.lines[key] = k.start_mark.line + 1
-    return m
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_map)
+def _as_maps(located, data=None, path: tuple = ()):
+    """The guarded reader's plain data (hetagent.guarded) with every mapping as a _Map carrying its
+    line and its keys' lines, as the checks below expect."""
+    data = located.data if data is None and not path else data
+    if isinstance(data, dict):
+        m = _Map()
+        m.line = located.line_of(path) or 1
+        m.lines = {}
+        for k, v in data.items():
+            m[k] = _as_maps(located, v, path + (k,))
+            m.lines[k] = located.line_of(path + (k,))
+        return m
+    if isinstance(data, list):
+        return [_as_maps(located, v, path + (i,)) for i, v in enumerate(data)]
+    return data
 
 
 class _Reader:
@@ -172,13 +170,9 @@ _TR_KEYS = {"from", "to", "latency_ms", "latency_ms_per_token", "price_per_execu
 
 def parse_profiles(text: str, source: str = "<profiles>") -> Profiles:
     """Parse profile YAML text; errors name `source`, the line and the field."""
+    from hetagent.guarded import parse_yaml
     r = _Reader(source)
-    try:
-        doc = yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise InputError(f"not valid YAML: {getattr(e, 'problem', e)}", file=source,
-                         line=mark.line + 1 if mark else None) from None
+    doc = _as_maps(parse_yaml(text, source))
     if not isinstance(doc, _Map):
         raise InputError("a profile file is a mapping with devices, operators, transfers", file=source)
     r.check_keys(doc, {"version", "name", "devices", "operators", "transfers", "description"}, "the profile")
@@ -246,12 +240,8 @@ def parse_profiles(text: str, source: str = "<profiles>") -> Profiles:
 
 def load_profiles(path: str | Path) -> Profiles:
     """Read a profile file (errors name the file, line and field)."""
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise InputError(f"cannot read profile file: {e.strerror}", file=str(p)) from None
-    return parse_profiles(text, str(p))
+    from hetagent.guarded import read_text
+    return parse_profiles(read_text(path, "profiles"), str(path))
 
 
 # --- lookups ------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ rent:  the rental price per hour (it already includes power and facility), repor
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,12 @@ HOURS_PER_YEAR = 8760.0
 MODES = ("buy", "rent", "owned")
 _FIELDS = ("amortization_years", "interest_rate", "electricity_usd_per_kwh", "pue", "utilization",
            "other_opex_fraction_of_capex_per_year", "other_opex_usd_per_device_year")
+
+
+# Upper bounds that no real economics reach (beyond them the $ figures overflow or mean nothing)
+MAXIMA = {"amortization_years": 100.0, "interest_rate": 10.0, "electricity_usd_per_kwh": 100.0, "pue": 10.0,
+          "utilization": 1.0, "other_opex_fraction_of_capex_per_year": 100.0,
+          "other_opex_usd_per_device_year": 1e9}
 
 
 @dataclass(frozen=True)
@@ -68,9 +75,11 @@ def load_tco(name_or_path: str | Path = "default", config_dir=None) -> TcoParams
             raw = raw["value"]
         if not is_number(raw) or raw < 0:
             raise where.error(k, f"must be a non-negative number, got {raw!r}")
+        if raw > MAXIMA[k]:
+            raise where.error(k, f"must be at most {MAXIMA[k]:g}, got {raw!r}")
         values[k] = float(raw)
-    if values["amortization_years"] <= 0:
-        raise where.error("amortization_years", "must be positive")
+    if values["amortization_years"] < 0.01:
+        raise where.error("amortization_years", f"must be at least 0.01 (years), got {values['amortization_years']}")
     if values["pue"] < 1:
         raise where.error("pue", f"must be at least 1.0, got {values['pue']}")
     if values["utilization"] > 1:
@@ -80,9 +89,10 @@ def load_tco(name_or_path: str | Path = "default", config_dir=None) -> TcoParams
 
 def annuity_per_year(price: float, rate: float, years: float) -> float:
     """Yearly payment that repays `price` over `years` at interest `rate`."""
-    if rate == 0:
+    denominator = -math.expm1(-years * math.log1p(rate))    # 1 - (1 + rate)^-years, exact for tiny rates
+    if rate == 0 or denominator == 0:
         return price / years
-    return price * rate / (1.0 - (1.0 + rate) ** -years)
+    return price * rate / denominator
 
 
 def device_hour_cost(device: Device, params: TcoParams, mode: str | None = None) -> dict[str, float]:

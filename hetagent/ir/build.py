@@ -165,7 +165,11 @@ class _Scope:
                       latency_cv=n.latency_cv, request_bytes=n.request_bytes,
                       response_bytes=n.response_bytes, cpu_ms=n.cpu_ms)
         if isinstance(n, wm.CodeNode):
-            return mk("compute.code", d.data(n.output_bytes), cpu_ms=n.cpu_ms)
+            op = d.make("compute.code", n.id, ins, d.data(n.output_bytes), cpu_ms=n.cpu_ms)
+            if n.source is not None:   # the code `hetagent run` executes in the sandbox
+                op.attributes["language"] = StringAttr(n.language or "python3")
+                op.attributes["source"] = StringAttr(n.source)
+            return self.add(op)
         if isinstance(n, wm.LoopNode):
             return self.loop(n, ins)
         if isinstance(n, wm.BranchNode):

@@ -82,22 +82,27 @@ class VectorsType(_Sized):
 PAYLOAD_TYPES = (TextType, AudioType, BytesType, KvType, VectorsType)
 
 
+@functools.lru_cache(maxsize=65536)  # types are immutable: build each one once
 def text(tokens: int) -> TextType:
     return TextType(IntegerAttr(int(tokens), i64))
 
 
+@functools.lru_cache(maxsize=65536)  # types are immutable: build each one once
 def audio(ms: int) -> AudioType:
     return AudioType(IntegerAttr(int(ms), i64))
 
 
+@functools.lru_cache(maxsize=65536)  # types are immutable: build each one once
 def data(nbytes: int) -> BytesType:
     return BytesType(IntegerAttr(int(nbytes), i64))
 
 
+@functools.lru_cache(maxsize=65536)  # types are immutable: build each one once
 def kv(tokens: int, nbytes: int) -> KvType:
     return KvType(IntegerAttr(int(tokens), i64), IntegerAttr(int(nbytes), i64))
 
 
+@functools.lru_cache(maxsize=65536)  # types are immutable: build each one once
 def vectors(count: int, dims: int) -> VectorsType:
     return VectorsType(IntegerAttr(int(count), i64), IntegerAttr(int(dims), i64))
 

@@ -146,14 +146,16 @@ def extract(module) -> OpGraph:
     walk_block(main.body.block, "", 1.0, True, {})
     names = [o.name for o in operators]
     if len(set(names)) != len(names):
-        dup = next(n for n in names if names.count(n) > 1)
+        seen: set[str] = set()
+        dup = next(n for n in names if n in seen or seen.add(n))
         raise IRError(f"two operators are named '{dup}'")
 
     def fattr(key, default):
         a = main.attributes.get(key)
         return d.attr_value(a) if a is not None else default
 
+    position = {n: i for i, n in enumerate(names)}
     return OpGraph(workflow=main.sym_name.data, operators=operators,
-                   edges=sorted(edges, key=lambda e: (names.index(e[0]), names.index(e[1]))),
+                   edges=sorted(edges, key=lambda e: (position[e[0]], position[e[1]])),
                    sla_ms=fattr("agent.sla_ms", None), sla_percentile=fattr("agent.sla_percentile", 95.0),
                    rate_rps=fattr("agent.rate", 1.0))

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from hetagent.guarded import read_text
 from hetagent.ir.build import build
 from hetagent.ir.text import parse_module
 from hetagent.passes.registry import DEFAULT_PIPELINE
@@ -25,7 +26,7 @@ PLAN_PRECISIONS = ("fp16", "bf16")  # LLM precisions planned by default: no quan
 def compile_source(source):
     """A compiled module from a workflow, a workflow path or a compiled .mlir path."""
     if isinstance(source, (str, Path)) and str(source).endswith(".mlir"):
-        return run_passes(parse_module(Path(source).read_text(), str(source)), "decompose,unroll")
+        return run_passes(parse_module(read_text(source, "mlir"), str(source)), "decompose,unroll")
     wf = source if isinstance(source, Workflow) else loader.load(source)
     return run_passes(build(wf), DEFAULT_PIPELINE)
 
@@ -38,7 +39,8 @@ def _source_record(source, module) -> dict:
                 "format": "yaml"}
     path = Path(source)
     fmt = "mlir" if path.suffix == ".mlir" else "yaml"
-    return {"name": name, "file": str(path), "text": path.read_text(), "format": fmt}
+    return {"name": name, "file": str(path), "text": read_text(path, "mlir" if fmt == "mlir" else "workflow"),
+            "format": fmt}
 
 
 @dataclass
@@ -96,7 +98,7 @@ def _file_record(path, given) -> dict | None:
         return None
     rec = {"name": str(given) if given is not None else None, "file": str(path) if path else None}
     if path and Path(path).is_file():
-        rec["text"] = Path(path).read_text()
+        rec["text"] = read_text(path, "profiles")   # fleets, TCO files and profiles: already checked
     return rec
 
 

@@ -120,10 +120,16 @@ class Plan:
                              field="version")
         bl = [Baseline(b["device"], b["feasible"], b["tco"].get("per_hour"), b["tco"].get("per_request"),
                        validated=b.get("validated")) for b in d.get("baselines", [])]
-        return cls(d["workflows"], d["fleet"], [Placement(**p) for p in d["placements"]], d["predicted"],
-                   d["tco"], bl, d.get("solver", {}), d.get("ir", ""), d.get("inputs", {}), d["version"],
-                   [Pool(**p) for p in d.get("pools") or []], d.get("deployment") or {},
-                   list(d.get("robustness") or []))
+        return cls(d["workflows"], d["fleet"], [Placement(**_known(Placement, p)) for p in d["placements"]],
+                   d["predicted"], d["tco"], bl, d.get("solver", {}), d.get("ir", ""), d.get("inputs", {}),
+                   d["version"], [Pool(**_known(Pool, p)) for p in d.get("pools") or []],
+                   d.get("deployment") or {}, list(d.get("robustness") or []))
+
+
+def _known(cls, record: dict) -> dict:
+    """The keys of `record` that `cls` has: plan.json may carry keys this version does not know."""
+    names = cls.__dataclass_fields__
+    return {k: v for k, v in record.items() if k in names}
 
 
 def _money(v):
@@ -187,54 +193,47 @@ def format_plan(plan: Plan) -> str:
     return "\n".join(out)
 
 
-def read_plan_json(source) -> tuple[dict, "object | None"]:
-    """(the plan.json dict, its path or None) from a plan.json path, its JSON text, a dict or a Plan;
-    checks only that it has a `placements` list. Errors name the file and line."""
+def read_plan_json(source, complete: bool = False) -> tuple[dict, "object | None"]:
+    """(the plan.json dict, its path or None) from a plan.json path, its JSON text, a dict or a Plan.
+    Read through the guarded reader (size, JSON nesting) and validated against plan.json's schema
+    (hetagent.placement.plan_schema: types, ranges, known devices and kinds) before any stage uses it;
+    errors name the file, line and field. A Plan object is trusted as made. `complete`: the keys every
+    stage but a build needs (workflows, fleet, predicted, tco) must be there too."""
     from pathlib import Path
 
     from hetagent.errors import InputError
+    from hetagent.placement import plan_schema
+    from hetagent.guarded import Located, parse_json, read_json
     path = None
     if isinstance(source, Plan):
         return source.to_json(), None
     if isinstance(source, (str, Path)) and not str(source).lstrip().startswith("{"):
         path = Path(source)
-        if not path.is_file():
+        if not path.exists():
             raise InputError("no such plan file (make one with `hetagent plan WF -o plan.json`)",
                              file=str(path))
-        try:
-            raw = json.loads(path.read_text())
-        except OSError as e:
-            raise InputError(f"cannot read the plan: {e.strerror}", file=str(path)) from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            line = getattr(e, "lineno", None)
-            raise InputError(f"not a plan.json: {getattr(e, 'msg', e)}", file=str(path), line=line) from None
+        doc = read_json(path, "plan")
     elif isinstance(source, str):
-        try:
-            raw = json.loads(source)
-        except json.JSONDecodeError as e:
-            raise InputError(f"not a plan.json: {e.msg}", line=e.lineno) from None
+        doc = parse_json(source, None, "plan")
     elif isinstance(source, dict):
-        raw = source
+        doc = Located(source, {}, None)
     else:
         raise InputError(f"expected a plan.json path, its text, a dict or a Plan, not {type(source).__name__}")
-    if not isinstance(raw, dict) or not isinstance(raw.get("placements"), list):
+    if not isinstance(doc.data, dict) or "placements" not in doc.data:
         raise InputError("not a plan.json (no `placements` list); make one with `hetagent plan`",
                          file=str(path) if path else None)
-    return raw, path
+    return plan_schema.validate(doc, complete=complete), path
 
 
 def read_plan(source) -> tuple["Plan", dict, "object | None"]:
     """(Plan, the plan.json dict, its path or None) from a plan.json path, its JSON text, a dict or a
     Plan. Every stage after placement reads plans through here; errors name the file and line."""
-    from hetagent.errors import InputError
     if isinstance(source, Plan):
         return source, source.to_json(), None
-    raw, path = read_plan_json(source)
-    try:
-        return Plan.from_json(raw), raw, path
-    except (KeyError, TypeError) as e:
-        raise InputError(f"plan.json is missing or has a malformed field: {e}",
-                         file=str(path) if path else None) from None
+    raw, path = read_plan_json(source, complete=True)
+    plan = Plan.from_json(raw)              # the schema holds every key and type from_json reads
+    plan._source_file = str(path) if path else None   # later checks (its workflow) name the file
+    return plan, raw, path
 
 
 def load_plan(source) -> "Plan":

@@ -7,12 +7,12 @@ Markdown renderers read nothing else. docs/report.md lists where each number com
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
 
-from hetagent.errors import HetagentError
+from hetagent.errors import HetagentError, InputError
+from hetagent.guarded import read_json
 from hetagent.placement.plan import Plan, read_plan
 from hetagent.report import resolve
 
@@ -41,8 +41,8 @@ def _side_file(path: Path | None, names, raw: dict, key: str) -> tuple[dict | No
         p = path.parent / n.format(stem=path.stem)
         if p.is_file():
             try:
-                d = json.loads(p.read_text())
-            except (OSError, json.JSONDecodeError):
+                d = read_json(p, "simulation").data
+            except InputError:
                 continue
             if isinstance(d, dict):
                 return d, p.name

@@ -342,9 +342,15 @@ class Executor:
         lim.wall_seconds = max(0.05, min(lim.wall_seconds, _remaining(ctx)))
         src = self.spec.code or sandbox.standin_source(float(self.a.get("cpu_ms", 1.0)),
                                                        min(int(self.a.get("output_bytes", 64)), 4096))
-        res = sandbox.run_code(src, {"text": str(p.get("text", ""))[:4096]}, lim)
+        inputs = {"text": str(p.get("text", ""))[:4096], "question": _query(p)}
+        res = sandbox.run_code(src, inputs, lim)
         info["sandbox_ms"] = res.seconds * 1000
-        return {**p, "code_result": res.result}
+        out = {**p, "code_result": res.result}
+        if self.spec.code:   # real code: its `text` (or Dify's `result`) is the text handed on
+            text = res.result.get("text", res.result.get("result"))
+            if isinstance(text, str):
+                out["text"] = text
+        return out
 
     def _compute_fused(self, ctx, p, info):
         if "tool_response" in p:

@@ -145,6 +145,9 @@ class Deployment:
     # -- start ---------------------------------------------------------------------------------
     def start(self) -> "Deployment":
         import ray
+        if any(op.kind in ("compute.code", "compute.fused") for op in self.graph.operators.values()):
+            from hetagent.backends.sandbox import require
+            require()   # code nodes run only in the sandbox: refuse now, in one line, if it is missing
         self.started_ray = ray_init(self.address, self.graph.fleet)
         have = cluster_devices()
         missing = sorted(d for d in self.devices_used() if have.get(d, 0) <= 0)
@@ -253,7 +256,8 @@ class Deployment:
                       latency_ms=op.latency_ms, batch=max(1, op.batch),
                       emulated=self.is_emulated(op), threads=self.threads,
                       tool_url=self.tool_url, tool_timeout_s=self.tool_timeout_s,
-                      endpoint=self._endpoint_for(op), code_limits=self.code_limits)
+                      endpoint=self._endpoint_for(op), code_limits=self.code_limits,
+                      code=op.attrs.get("source") if op.kind == "compute.code" else None)
         if op.kind == "memory.vector_search":
             spec.corpus_vectors = self._corpus_vectors()
         asset = self.asset_for(op)

@@ -109,26 +109,36 @@ def _pick(probs: list[float], rng: random.Random) -> int:
 
 
 def _structure(wf, prefix: str, loops: dict, branches: dict, arm_of: dict, base_dir: Path | None,
-               depth: int = 0) -> None:
-    """Collects loops, branches and which node ids sit in which branch arm (by scope prefix)."""
-    from hetagent.passes.unroll import continue_probability
+               depth: int = 0, has_sla: bool | None = None, sla_iterations: int | None = None) -> None:
+    """Collects loops, branches and which node ids sit in which branch arm (by scope prefix).
+    Loops get the copies `unroll` made: `has_sla` (the main workflow has one) and the enclosing
+    workflow's `sla_iterations` decide where it folded a long loop's tail."""
+    from hetagent.passes.unroll import continue_probability, materialized_copies
     if depth > 8:
         return
+    if hasattr(wf, "nodes"):      # a workflow, not a list of nodes: its own sla_iterations
+        sla_iterations = wf.sla.iterations if wf.sla is not None else None
+        has_sla = (wf.sla is not None) if has_sla is None else has_sla
     for node in wf.nodes if hasattr(wf, "nodes") else wf:
         kind = getattr(node, "kind", None)
         if kind == "loop":
             key = prefix + node.id
-            loops[key] = Loop(key, continue_probability(node.expected_iterations, node.max_iterations),
-                              node.max_iterations)
-            for k in range(1, node.max_iterations + 1):
-                _structure(node.body, f"{key}.it{k}.", loops, branches, arm_of, base_dir, depth + 1)
+            n = node.max_iterations
+            made = materialized_copies(node.expected_iterations, n,
+                                       min(n, sla_iterations or n) if has_sla else 0)
+            copies = n if made >= n else made + 1   # unroll's copies, the last a folded tail
+            loops[key] = Loop(key, continue_probability(node.expected_iterations, n), copies)
+            for k in range(1, copies + 1):
+                _structure(node.body, f"{key}.it{k}.", loops, branches, arm_of, base_dir, depth + 1,
+                           has_sla, sla_iterations)
         elif kind == "branch":
             key = prefix + node.id
             branches[key] = Branch(key, [a.probability for a in node.arms])
             for i, arm in enumerate(node.arms):
                 for inner in arm.nodes:
                     arm_of[prefix + inner.id] = (key, i)
-                _structure(arm.nodes, prefix, loops, branches, arm_of, base_dir, depth + 1)
+                _structure(arm.nodes, prefix, loops, branches, arm_of, base_dir, depth + 1, has_sla,
+                           sla_iterations)
         elif kind == "subagent":
             sub = None
             inline = getattr(node, "inline", None)
@@ -143,7 +153,7 @@ def _structure(wf, prefix: str, loops: dict, branches: dict, arm_of: dict, base_
                 sub = None
             if sub is not None:
                 _structure(sub, f"{prefix}{node.id}.", loops, branches, arm_of,
-                           base_dir, depth + 1)
+                           base_dir, depth + 1, has_sla)
 
 
 def _guards(name: str, loops: dict, arm_of: dict) -> tuple[list, list, str]:
@@ -164,8 +174,9 @@ def _guards(name: str, loops: dict, arm_of: dict) -> tuple[list, list, str]:
 
 def from_plan(plan, workflow_index: int = 0) -> RtGraph:
     """The runtime graph of a plan (a Plan or its JSON dict) for one of its workflows."""
-    from hetagent.placement.plan import load_plan
-    plan = load_plan(plan)
+    from hetagent.placement.plan import read_plan
+    plan, _, plan_path = read_plan(plan)
+    plan_path = plan_path or getattr(plan, "_source_file", None)
     recs = (plan.inputs or {}).get("workflows") or []
     wf = None
     base_dir = None
@@ -215,12 +226,12 @@ def from_plan(plan, workflow_index: int = 0) -> RtGraph:
                 continue
             name = rest
         placements[name] = p
+    from hetagent.placement.plan_schema import check_operators
+    check_operators(list(placements), [o.name for o in graph.operators],
+                    str(plan_path) if plan_path else None, graph.workflow)
     ops: dict[str, RtOperator] = {}
     for o in graph.operators:
-        p = placements.get(o.name)
-        if p is None:
-            raise HetagentError(f"operator '{o.name}' of workflow '{graph.workflow}' has no "
-                                f"placement in the plan: the plan and its workflow disagree")
+        p = placements[o.name]
         lg, ag, node = _guards(o.name, loops, arm_of)
         ops[o.name] = RtOperator(o.name, o.kind, dict(o.attrs), o.weight, o.on_sla_path, p.device,
                                  p.tp, p.batch, p.replicas, p.precision, float(p.latency_ms or 0.0),

@@ -20,6 +20,8 @@ from hetagent.errors import HetagentError, InputError
 from hetagent.simulator import engine as simulator, model as sim_model, traces
 
 DEFAULT_REQUESTS = 20000        # without --duration: about this many arrivals at the rate
+MAX_EVENTS = 10_000_000         # a simulation estimated (or found) to need more events is refused
+                                # unless max_events (`--max-events`) allows it: ~1 GB and a minute
 HIST_BINS = 40
 
 
@@ -27,7 +29,7 @@ def simulate(plan, trace=None, rate: float | None = None, duration_s: float | No
              arrivals: str = "poisson", cv: float = 2.0, burst_factor: float = 4.0,
              burst_fraction: float = 0.1, burst_s: float = 10.0, drain_s: float | None = None,
              workflow: str | None = None, sla_ms: float | None = None, stage_times=None, model=None,
-             keep_latencies: bool = False) -> dict:
+             keep_latencies: bool = False, max_events: int = MAX_EVENTS) -> dict:
     """Run plan.json (path, dict, JSON text or Plan) in virtual time and return the report dict.
 
     trace: an Azure or Mooncake trace file (or a traces.Trace); its arrival times are used (scaled to
@@ -36,7 +38,9 @@ def simulate(plan, trace=None, rate: float | None = None, duration_s: float | No
     (default: the plan's). duration_s: arrival window (default: the trace's span, else ~20,000 arrivals).
     Requests still running `drain_s` after the window (default max(60 s, 10 x SLA)) count as unfinished.
     sla_ms: judge against this SLA instead of the plan's. stage_times: a `hetagent run --json` report
-    (dict or path) whose per-stage medians replace the plan's operator times (sim_model.calibrate)."""
+    (dict or path) whose per-stage medians replace the plan's operator times (sim_model.calibrate).
+    max_events: refuse (InputError) a simulation estimated to need more events, before generating its
+    arrivals; the engine stops at it too."""
     m = model if model is not None else sim_model.build(plan, workflow)
     factors = sim_model.calibrate(m, stage_times) if stage_times is not None else None
     if sla_ms is not None:
@@ -55,11 +59,16 @@ def simulate(plan, trace=None, rate: float | None = None, duration_s: float | No
         eff_rate = len(times) / window if window > 0 else float(len(times))
         prompt, output = tr.prompt_tokens, tr.output_tokens
         source = {"trace": tr.source, "format": tr.format, "rate": eff_rate, "duration_s": window}
+        _check_events(len(times), len(m.ops), max_events, f"the trace's {len(times)} requests")
     else:
         r = float(rate if rate is not None else m.rate_rps)
-        if r <= 0:
-            raise InputError(f"rate must be positive, got {r:g}")
+        if not math.isfinite(r) or r <= 0:
+            raise InputError(f"rate must be a finite number > 0, got {r:g}")
         window = float(duration_s) if duration_s is not None else max(DEFAULT_REQUESTS / r, 1.0)
+        if not math.isfinite(window) or window <= 0:
+            raise InputError(f"duration must be a finite number of seconds > 0, got {window:g}")
+        _check_events(r * window, len(m.ops), max_events,
+                      f"{window:g} s of arrivals at {r:g} req/s (about {r * window:.3g} requests)")
         times = traces.arrivals(arrivals, r, window, rng, cv=cv, burst_factor=burst_factor,
                                 burst_fraction=burst_fraction, burst_s=burst_s)
         source = {"process": arrivals, "rate": r, "duration_s": window}
@@ -70,7 +79,7 @@ def simulate(plan, trace=None, rate: float | None = None, duration_s: float | No
     if drain_s is None:
         drain_s = max(60.0, 10.0 * (m.sla_ms or 0.0) / 1000.0)
     res = simulator.run(m, times, rng, prompt_tokens=prompt, output_tokens=output,
-                        horizon_s=window + drain_s)
+                        horizon_s=window + drain_s, max_events=max_events)
     out = summarize(m, res, source, window, seed)
     if keep_latencies:        # every request's latency (inf: unfinished), for pooling several runs
         lat = res.latency_ms
@@ -78,6 +87,14 @@ def simulate(plan, trace=None, rate: float | None = None, duration_s: float | No
     if factors is not None:
         out["stage_times_calibrated"] = {k: (None if math.isinf(v) else v) for k, v in factors.items()}
     return out
+
+
+def _check_events(requests: float, operators: int, max_events: int, what: str) -> None:
+    """Each request makes at most one arrival and two events per operator it runs."""
+    estimate = requests * (2 * operators + 1)
+    if estimate > max_events:
+        raise InputError(f"simulating {what} needs about {estimate:.3g} events; the limit is "
+                         f"{max_events:g}: shorten --duration or lower --rate, or raise --max-events")
 
 
 def _pct(a: np.ndarray, q) -> float | None:
@@ -102,7 +119,8 @@ def summarize(m: sim_model.SimModel, res: simulator.SimResult, source: dict, win
         att = float((full <= m.sla_ms).sum() / n) if n else None
         at_pct = float(np.sort(full)[max(0, math.ceil(m.sla_percentile / 100.0 * n) - 1)]) if n else None
         out.update(sla_attainment=att, latency_at_sla_percentile_ms=None if at_pct in (None, math.inf)
-                   else at_pct, meets_sla=bool(att is not None and att >= m.sla_percentile / 100.0 - 1e-12))
+                   else at_pct, meets_sla=None if att is None else
+                   bool(att >= m.sla_percentile / 100.0 - 1e-12))
     else:
         out.update(sla_attainment=None, latency_at_sla_percentile_ms=None, meets_sla=None)
     span_ms = max(res.end_ms, window_s * 1000.0, 1e-9)
@@ -202,7 +220,10 @@ def format_report(r: dict, width: int = 50) -> str:
     L = r["latency_ms"]
     lines.append(f"end-to-end latency: p50 {_ms(L['p50'])}, p95 {_ms(L['p95'])}, p99 {_ms(L['p99'])}, "
                  f"mean {_ms(L['mean'])}, max {_ms(L['max'])}")
-    if r.get("sla_ms"):
+    if not r["requests"]:
+        lines.append(f"no request arrived in the {src['duration_s']:.6g} s window at {src['rate']:.4g} req/s: "
+                     "lengthen --duration")
+    elif r.get("sla_ms"):
         lines.append(f"SLA {r['sla_ms']:g} ms at p{r['sla_percentile']:g}: attainment "
                      f"{r['sla_attainment']:.2%}, p{r['sla_percentile']:g} = "
                      f"{_ms(r['latency_at_sla_percentile_ms'])}: "
@@ -294,6 +315,8 @@ def add_commands(subparsers) -> None:
     s.add_argument("--stage-times", metavar="RUN_JSON",
                    help="calibrate each operator's time to a measured run's per-stage median "
                         "(the JSON `hetagent run --json` prints)")
+    s.add_argument("--max-events", type=int, default=MAX_EVENTS,
+                   help=f"refuse a simulation estimated to need more events (default {MAX_EVENTS:,})")
     s.add_argument("--json", action="store_true", help="one line of JSON on stdout")
     s.add_argument("-o", "--output", help="also write the JSON report here")
     s.set_defaults(func=cmd_simulate)
@@ -303,7 +326,7 @@ def cmd_simulate(args) -> None:
     r = simulate(args.plan, trace=args.trace, rate=args.rate, duration_s=args.duration, seed=args.seed,
                  arrivals=args.arrivals, cv=args.cv, burst_factor=args.burst_factor,
                  burst_fraction=args.burst_fraction, burst_s=args.burst_seconds, workflow=args.workflow,
-                 stage_times=args.stage_times)
+                 stage_times=args.stage_times, max_events=args.max_events)
     text = json.dumps(r, separators=(",", ":"))
     if args.output:
         from hetagent.atomic import write_atomic as write_output

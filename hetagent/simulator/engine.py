@@ -95,8 +95,9 @@ def _compile_pattern(model: SimModel, active):
 
 
 def run(model: SimModel, arrivals_s, rng: np.random.Generator, *, prompt_tokens=None, output_tokens=None,
-        horizon_s: float | None = None) -> SimResult:
-    """Simulate requests arriving at `arrivals_s`; token counts (per request) set the main LLM call's sizes."""
+        horizon_s: float | None = None, max_events: int | None = None) -> SimResult:
+    """Simulate requests arriving at `arrivals_s`; token counts (per request) set the main LLM call's sizes.
+    Raises InputError once more than `max_events` events have run (None: no limit)."""
     wall0 = time.perf_counter()
     arr_np = np.asarray(arrivals_s, dtype=float) * 1000.0
     n = len(arr_np)
@@ -366,6 +367,10 @@ def run(model: SimModel, arrivals_s, rng: np.random.Generator, *, prompt_tokens=
         if t > horizon:
             break
         events += 1
+        if max_events is not None and events > max_events:
+            from hetagent.errors import InputError
+            raise InputError(f"the simulation passed its limit of {max_events:g} events; shorten "
+                             "--duration or lower --rate, or raise --max-events")
         end = t
         if code == 5:                      # multi-server completion
             k = pool_of[b]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -73,9 +74,22 @@ def _cut(a, keep):
 
 
 def _open_text(path: Path):
+    """The trace's text: the file size limit of hetagent.guarded, and the same limit on what a gzip file
+    expands to (read no further: a small archive may expand without bound)."""
+    from hetagent.guarded import LIMITS
+    limit = LIMITS["trace"]
+    size = path.stat().st_size
+    if size > limit:
+        raise InputError(f"trace file is {size} bytes; the limit is {limit}", file=str(path))
     raw = path.read_bytes()
     if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
+        try:
+            with gzip.GzipFile(fileobj=io.BytesIO(raw)) as f:
+                raw = f.read(limit + 1)
+        except (OSError, EOFError) as e:
+            raise InputError(f"not a readable gzip file: {e}", file=str(path)) from None
+        if len(raw) > limit:
+            raise InputError(f"trace expands to more than {limit} bytes", file=str(path))
     return raw.decode("utf-8", errors="replace")
 
 
@@ -110,18 +124,38 @@ def _azure(text: str, file: str) -> Trace:
             continue
         try:
             ts.append(_timestamp(row[it]))
-            ctx.append(int(float(row[ic])))
-            gen.append(int(float(row[ig])))
-        except (ValueError, IndexError):
-            raise InputError(f"cannot read row {row!r}", file=file, line=lineno) from None
+            ctx.append(_tokens(float(row[ic])))
+            gen.append(_tokens(float(row[ig])))
+        except (ValueError, IndexError, OverflowError):
+            raise InputError(f"cannot read row {str(row)[:120]} (timestamp, then token counts from 0 to "
+                             f"{MAX_TRACE_TOKENS})", file=file, line=lineno) from None
     return _finish(ts, ctx, gen, file, "azure")
+
+
+MAX_TRACE_TOKENS = 10**9
+
+
+def _finite(x: float) -> float:
+    if not math.isfinite(x):
+        raise ValueError("not finite")
+    return x
+
+
+def _tokens(x) -> int:
+    """A token count: a whole number (or a float holding one) from 0 to MAX_TRACE_TOKENS."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) \
+            or not 0 <= x <= MAX_TRACE_TOKENS:
+        raise ValueError(f"token count {x!r}")
+    return int(x)
 
 
 def _timestamp(s: str) -> float:
     s = s.strip()
     try:
-        return float(s)
+        return _finite(float(s))
     except ValueError:
+        if s.lower() in ("nan", "inf", "-inf", "infinity", "-infinity"):
+            raise
         pass
     # '2023-11-16 18:17:03.9799600': 7 fractional digits; datetime takes at most 6
     if "." in s:
@@ -137,10 +171,10 @@ def _mooncake(text: str, file: str) -> Trace:
             continue
         try:
             r = json.loads(line)
-            ts.append(float(r["timestamp"]) / 1000.0)
-            ctx.append(int(r["input_length"]))
-            gen.append(int(r["output_length"]))
-        except (ValueError, KeyError, TypeError):
+            ts.append(_finite(float(r["timestamp"]) / 1000.0))
+            ctx.append(_tokens(r["input_length"]))
+            gen.append(_tokens(r["output_length"]))
+        except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
             raise InputError("not a Mooncake trace line: expected timestamp (ms), input_length, "
                              "output_length", file=file, line=lineno) from None
     return _finish(ts, ctx, gen, file, "mooncake")

@@ -16,7 +16,8 @@ from pydantic import ValidationError
 from hetagent import configs
 from hetagent.errors import WorkflowError
 from hetagent.workflow import safeyaml
-from hetagent.workflow.model import (NODE_KINDS, BranchNode, LoopNode, SubAgentNode, Workflow)
+from hetagent.workflow.model import (MAX_LOOP_COPIES, NODE_KINDS, BranchNode, CodeNode, LoopNode,
+                                     SubAgentNode, Workflow)
 
 MODEL_FIELDS = ("model", "embed_model")
 
@@ -144,6 +145,16 @@ def _check(wf: Workflow, located, base_dir: Path, config_dir, stack: tuple,
             m = getattr(n, f, None)
             if isinstance(m, str) and m not in known_models:
                 fail(n.id, f"unknown model '{m}'; models: {', '.join(sorted(known_models))}", f)
+        if isinstance(n, LoopNode) and wf.sla is not None:
+            on_path = min(n.max_iterations, wf.sla.iterations or n.max_iterations)
+            if on_path > MAX_LOOP_COPIES:
+                fail(n.id, f"the SLA is checked on {on_path} iterations of this loop (its "
+                           f"max_iterations, unless sla.iterations says fewer); at most "
+                           f"{MAX_LOOP_COPIES} can be: set sla.iterations", "max_iterations")
+        if isinstance(n, CodeNode) and n.source is not None:
+            problem = code_source_problem(n.source)
+            if problem:
+                fail(n.id, problem, "source")
         if isinstance(n, BranchNode):
             total = sum(a.probability for a in n.arms)
             if abs(total - 1.0) > 1e-6:
@@ -166,6 +177,25 @@ def _check(wf: Workflow, located, base_dir: Path, config_dir, stack: tuple,
                     loaded[str(target)] = load(target, config_dir=config_dir, _stack=stack)
                 sub = loaded[str(target)]
             n._resolved = sub
+
+
+def code_source_problem(source: str) -> str | None:
+    """Why a code node's Python `source` cannot run (a syntax error, no top-level `main`), or None.
+    Parsing only: nothing in the source runs outside the sandbox."""
+    import ast
+    import warnings
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")     # invalid escape sequences and the like
+            tree = ast.parse(source, "<source>")
+    except SyntaxError as e:
+        return f"Python syntax error in the source, line {e.lineno}: {e.msg}"
+    except (ValueError, RecursionError, MemoryError) as e:
+        return f"the source does not parse as Python: {type(e).__name__}"
+    if not any(isinstance(s, ast.FunctionDef) and s.name == "main"
+               for s in tree.body):
+        return "the source must define a top-level function main(**inputs) returning a dict"
+    return None
 
 
 def _second_line(wf, located, node_id):
@@ -191,8 +221,10 @@ def _all_paths(wf):
     yield from rec(wf.nodes, ("nodes",))
 
 
-def _check_scopes(nodes, outer: tuple[frozenset, ...], fail) -> None:
-    """References resolve to this scope or an enclosing one; no cycle within a scope."""
+def _check_scopes(nodes, outer: tuple[frozenset, ...], fail, guards: tuple = ()) -> None:
+    """References resolve to this scope or an enclosing one; no cycle within a scope. `guards`: per
+    enclosing scope (its dependencies, the loop or branch holding these nodes, a topological index): a
+    node inside cannot take that container, or an outer node depending on it, as input (it runs after)."""
     here = frozenset(n.id for n in nodes)
     visible = (here,) + outer
     inner_ids = {}
@@ -204,14 +236,19 @@ def _check_scopes(nodes, outer: tuple[frozenset, ...], fail) -> None:
         for i, ref in enumerate(n.inputs):
             if ref == n.id:
                 fail(n.id, f"node '{n.id}' lists itself as an input", "inputs")
+            if any(ref in deps and _depends_on(ref, container, deps, topo)
+                   for deps, container, topo in guards):
+                fail(n.id, f"input '{ref}' is, or runs after, the loop or branch holding '{n.id}'; "
+                           "inside it, a node with no inputs takes the container's inputs", "inputs")
             if not any(ref in s for s in visible):
                 if ref in inner_ids:
                     fail(n.id, f"input '{ref}' is inside '{inner_ids[ref]}'; refer to "
                                f"'{inner_ids[ref]}' instead", "inputs")
                 fail(n.id, f"input '{ref}' does not name a node", "inputs")
-    # cycles among this scope's nodes
+    # cycles among this scope's nodes; the depth-first finishing order is a topological order
     deps = {n.id: [r for r in n.inputs if r in here] for n in nodes}
     state: dict[str, int] = {}
+    order: list[str] = []
     for start in deps:
         if state.get(start):
             continue
@@ -223,6 +260,7 @@ def _check_scopes(nodes, outer: tuple[frozenset, ...], fail) -> None:
             nxt = next(it, None)
             if nxt is None:
                 state[node] = 2
+                order.append(node)
                 stack.pop()
                 trail.pop()
             elif state.get(nxt) == 1:
@@ -233,9 +271,25 @@ def _check_scopes(nodes, outer: tuple[frozenset, ...], fail) -> None:
                 state[nxt] = 1
                 trail.append(nxt)
                 stack.append((nxt, iter(deps[nxt])))
+    topo = {node_id: i for i, node_id in enumerate(order)}
     for n in nodes:
         for child in _children(n):
-            _check_scopes(child, visible, fail)
+            _check_scopes(child, visible, fail, guards + ((deps, n.id, topo),))
+
+
+def _depends_on(node: str, container: str, deps: dict, topo: dict) -> bool:
+    """Whether `node` is `container` or depends on it within their scope: a walk back through inputs
+    that skips nodes ordered before the container (they cannot depend on it)."""
+    stack, seen = [node], {node}
+    while stack:
+        x = stack.pop()
+        if x == container:
+            return True
+        for y in deps[x]:
+            if y not in seen and topo[y] >= topo[container]:
+                seen.add(y)
+                stack.append(y)
+    return False
 
 
 def _children(n) -> list[list]:

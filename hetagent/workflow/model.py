@@ -17,8 +17,15 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-NonNeg = Annotated[float, Field(ge=0)]
-NonNegInt = Annotated[int, Field(ge=0)]
+# Bounds on every number: far beyond real use, far below what breaks the IR (sizes are int64 attributes,
+# and products such as top_k x result_tokens must fit) or the arithmetic after it (inf, NaN).
+MAX_TOKENS = 10**9            # any token count
+MAX_SIZE = 10**12             # bytes, vectors in an index, iterations
+MAX_FIGURE = 1e12             # times (ms, s), prices, speeds
+NonNeg = Annotated[float, Field(ge=0, le=MAX_FIGURE, allow_inf_nan=False)]
+NonNegInt = Annotated[int, Field(ge=0, le=MAX_SIZE)]
+Tokens = Annotated[int, Field(ge=0, le=MAX_TOKENS)]
+Positive = Annotated[float, Field(gt=0, le=MAX_FIGURE, allow_inf_nan=False)]
 Ref = Annotated[str, Field(min_length=1, description="id of another node")]
 NodeId = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$",
                              description="unique id of this node, used by `inputs` of other nodes")]
@@ -30,16 +37,17 @@ class _Strict(BaseModel):
 
 class Sla(_Strict):
     """End-to-end latency bound of one request."""
-    latency_ms: float = Field(gt=0, description="bound on end-to-end latency in milliseconds")
-    percentile: float = Field(95.0, gt=0, le=100, description="latency percentile the bound applies to")
-    iterations: int | None = Field(None, ge=1, description=(
+    latency_ms: Positive = Field(description="bound on end-to-end latency in milliseconds")
+    percentile: float = Field(95.0, gt=0, le=100, allow_inf_nan=False,
+                              description="latency percentile the bound applies to")
+    iterations: int | None = Field(None, ge=1, le=MAX_SIZE, description=(
         "`sla_iterations`: loop iterations assumed on the SLA path (default: each loop's maximum)"))
 
 
 class StageSla(_Strict):
     """Per-stage bounds of one LLM call."""
-    ttft_ms: float | None = Field(None, gt=0, description="time to first token bound (prefill)")
-    tbt_ms: float | None = Field(None, gt=0, description="time between tokens bound (decode)")
+    ttft_ms: Positive | None = Field(None, description="time to first token bound (prefill)")
+    tbt_ms: Positive | None = Field(None, description="time between tokens bound (decode)")
 
 
 class _Node(_Strict):
@@ -53,7 +61,7 @@ class _Node(_Strict):
 class InputNode(_Node):
     """Where a request enters: its payload size."""
     kind: Literal["input"]
-    text_tokens: NonNegInt = Field(0, description="text payload in tokens")
+    text_tokens: Tokens = Field(0, description="text payload in tokens")
     audio_seconds: NonNeg = Field(0, description="audio payload in seconds (16 kHz mono)")
     bytes: NonNegInt = Field(0, description="other payload in bytes (files, images)")
 
@@ -68,14 +76,14 @@ class SpeechToTextNode(_Node):
     kind: Literal["speech_to_text"]
     model: str = Field(description="model card id, e.g. whisper-large-v3")
     audio_seconds: NonNeg | None = Field(None, description="audio length (default: the input's)")
-    output_tokens: NonNegInt = Field(64, description="transcript length in tokens")
+    output_tokens: Tokens = Field(64, description="transcript length in tokens")
 
 
 class TextToSpeechNode(_Node):
     """Speech synthesis: decomposed into phonemization and synthesis."""
     kind: Literal["text_to_speech"]
     model: str = Field("piper-joe-medium", description="model card id of the TTS voice")
-    text_tokens: NonNegInt | None = Field(None, description="text to speak in tokens (default: input's)")
+    text_tokens: Tokens | None = Field(None, description="text to speak in tokens (default: input's)")
     audio_seconds: NonNeg | None = Field(None, description="length of the speech produced "
                                          "(default: text_tokens / 3 tokens per second)")
 
@@ -87,7 +95,7 @@ class HostedModel(_Strict):
     input_usd_per_million: NonNeg = Field(description="$ per million prompt tokens")
     output_usd_per_million: NonNeg = Field(description="$ per million output tokens")
     latency_ms: NonNeg = Field(400, description="network and queueing latency to first token")
-    tokens_per_second: float = Field(60, gt=0, description="provider's decode speed")
+    tokens_per_second: Positive = Field(60, description="provider's decode speed")
 
 
 class LlmNode(_Node):
@@ -95,8 +103,8 @@ class LlmNode(_Node):
     kind: Literal["llm"]
     model: str | None = Field(None, description="model card id (configs/models), self-hosted")
     hosted: HostedModel | None = Field(None, description="a hosted model instead of `model`")
-    prompt_tokens: NonNegInt = Field(description="prompt length in tokens (context included)")
-    output_tokens: NonNegInt = Field(description="generated tokens")
+    prompt_tokens: Tokens = Field(description="prompt length in tokens (context included)")
+    output_tokens: Tokens = Field(description="generated tokens")
     sla: StageSla | None = Field(None, description="per-stage bounds (TTFT, time between tokens)")
 
     @model_validator(mode="after")
@@ -110,20 +118,20 @@ class EmbedNode(_Node):
     """Text embedding."""
     kind: Literal["embed"]
     model: str = Field("all-minilm-l6-v2", description="embedding model card id")
-    tokens: NonNegInt = Field(64, description="tokens per text")
-    texts: int = Field(1, ge=1, description="texts embedded per request")
+    tokens: Tokens = Field(64, description="tokens per text")
+    texts: int = Field(1, ge=1, le=10**6, description="texts embedded per request")
 
 
 class MemorySearchNode(_Node):
     """Retrieval: embeds the query, searches a vector index, optionally reranks."""
     kind: Literal["memory_search"]
-    index_size: int = Field(ge=1, description="vectors in the index")
-    dims: int = Field(384, ge=1, description="vector dimensions")
-    top_k: int = Field(5, ge=1, description="results returned")
+    index_size: int = Field(ge=1, le=MAX_SIZE, description="vectors in the index")
+    dims: int = Field(384, ge=1, le=10**6, description="vector dimensions")
+    top_k: int = Field(5, ge=1, le=10**6, description="results returned")
     embed_model: str = Field("all-minilm-l6-v2", description="model embedding the query")
-    query_tokens: NonNegInt = Field(32, description="query length in tokens")
+    query_tokens: Tokens = Field(32, description="query length in tokens")
     rerank: bool = Field(False, description="rerank the top_k with a cross-encoder")
-    result_tokens: NonNegInt = Field(256, description="tokens of text handed on per result")
+    result_tokens: Tokens = Field(256, description="tokens of text handed on per result")
 
 
 class MemoryLoadNode(_Node):
@@ -147,19 +155,34 @@ class ToolNode(_Node):
     request_bytes: NonNegInt = Field(1024, description="bytes sent")
     response_bytes: NonNegInt = Field(8192, description="bytes received")
     cpu_ms: NonNeg = Field(1.0, description="local CPU work on the response, ms on one core")
-    result_tokens: NonNegInt = Field(256, description="tokens of text the tool result adds")
+    result_tokens: Tokens = Field(256, description="tokens of text the tool result adds")
+
+
+MAX_SOURCE_CHARS = 65536
 
 
 class CodeNode(_Node):
-    """Local code (parsing, templating, glue)."""
+    """Local code (parsing, templating, glue). With `source`, `hetagent run` runs it for real in a
+    bubblewrap sandbox; without, a stand-in burns `cpu_ms`. `cpu_ms` is what planning assumes either way."""
     kind: Literal["code"]
     cpu_ms: NonNeg = Field(1.0, description="CPU work in ms on one core")
     output_bytes: NonNegInt = Field(1024, description="bytes produced")
+    language: Literal["python3"] | None = Field(None, description=(
+        "language of `source` (python3, the default when `source` is given)"))
+    source: str | None = Field(None, min_length=1, max_length=MAX_SOURCE_CHARS, description=(
+        "Python source defining `main(**inputs) -> dict`, as Dify's code nodes do; each parameter of "
+        "main receives the input of that name, else the upstream text"))
+
+    @model_validator(mode="after")
+    def _language_needs_source(self):
+        if self.language is not None and self.source is None:
+            raise ValueError("`language` needs `source` (the code to run)")
+        return self
 
 
 class BranchArm(_Strict):
     name: str = Field(description="arm name")
-    probability: float = Field(ge=0, le=1, description="probability this arm is taken")
+    probability: float = Field(ge=0, le=1, allow_inf_nan=False, description="probability this arm is taken")
     nodes: list["Node"] = Field(default_factory=list, description="nodes run in this arm")
 
 
@@ -169,11 +192,16 @@ class BranchNode(_Node):
     arms: list[BranchArm] = Field(min_length=1, description="the arms")
 
 
+MAX_LOOP_COPIES = 1000   # `unroll` makes at most this many copies of a loop body; a longer loop's
+                         # unlikely tail is folded, but its SLA path is checked copy by copy
+
+
 class LoopNode(_Node):
     """A loop (agent <-> tool): the body runs at least once and at most max_iterations times."""
     kind: Literal["loop"]
-    expected_iterations: float = Field(ge=1, description="mean iterations (geometric)")
-    max_iterations: int = Field(ge=1, description="bound on iterations")
+    expected_iterations: float = Field(ge=1, le=MAX_SIZE, allow_inf_nan=False,
+                                       description="mean iterations (geometric)")
+    max_iterations: int = Field(ge=1, le=MAX_SIZE, description="bound on iterations")
     body: list["Node"] = Field(min_length=1, description="nodes run each iteration")
 
     @model_validator(mode="after")
@@ -217,7 +245,8 @@ class Workflow(_Strict):
     description: str | None = Field(None, description="free text")
     version: Literal[1] = Field(1, description="format version")
     sla: Sla | None = Field(None, description="end-to-end SLA")
-    rate: float = Field(1.0, gt=0, description="offered load in requests per second")
+    rate: float = Field(1.0, gt=0, le=1e6, allow_inf_nan=False,
+                        description="offered load in requests per second")
     nodes: list[Node] = Field(min_length=1, description="the nodes, in any order")
     _source_text: str | None = PrivateAttr(None)  # the text it was loaded from, kept for plan.json
     _source_file: str | None = PrivateAttr(None)

@@ -139,10 +139,8 @@ def read_manifest(out_dir) -> dict:
     p = Path(out_dir) / MANIFEST
     if not p.is_file():
         return {"version": MANIFEST_VERSION, "assets": []}
-    try:
-        doc = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise InputError(f"cannot read the asset manifest: {e}", file=str(p)) from None
+    from hetagent.guarded import read_json
+    doc = read_json(p, "manifest").data
     if not isinstance(doc, dict) or doc.get("version") != MANIFEST_VERSION or not isinstance(doc.get("assets"), list):
         raise InputError(f"not a version-{MANIFEST_VERSION} asset manifest", file=str(p))
     return doc

@@ -45,7 +45,8 @@ Defaults (Dify does not record these; every one is listed in the header of `to_y
   - tools: TOOL_LATENCY_MS (800) per builtin/api/plugin/mcp tool call, WORKFLOW_TOOL_LATENCY_MS (3000)
     for a workflow-as-tool, HTTP_LATENCY_MS (300) per http-request.
   - CPU work (cpu_ms): code and template-transform 20 (a sandbox round trip), document-extractor 50,
-    others 1; an unknown node type 5.
+    others 1; an unknown node type 5. A python3 code node also keeps its code (`language`, `source`:
+    `hetagent run` runs it in the sandbox); other languages, or code that does not parse, get a stand-in.
   - retrieval: INDEX_SIZE (100000) vectors per dataset, dims 384, top_k from the node (default 4).
   - input: 64 tokens per text variable and per sys.query, 256 per paragraph, 4 per number/select,
     FILE_BYTES (1 MiB) per file variable; audio_seconds 5 when speech-to-text is on.

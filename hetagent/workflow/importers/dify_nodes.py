@@ -16,6 +16,7 @@ from hetagent.workflow.importers.dify_defaults import (
     _CPU_TYPES)
 from hetagent.workflow.importers.dify_graph import _Block
 from hetagent.workflow.importers.hosted import provider_short
+from hetagent.workflow.model import MAX_SOURCE_CHARS
 
 
 class NodeMixin:
@@ -89,6 +90,14 @@ class NodeMixin:
             ms = CPU_MS.get(typ, CPU_MS_OTHER)
             self.note(nid, f"cpu_ms {ms:g} (default for {typ})")
             node = {"id": nid, "kind": "code", "description": desc, "cpu_ms": ms}
+            if typ == "code" and d.get("code_language") == "python3" and isinstance(d.get("code"), str):
+                from hetagent.workflow.loader import code_source_problem
+                problem = code_source_problem(d["code"]) if len(d["code"]) <= MAX_SOURCE_CHARS \
+                    else f"longer than {MAX_SOURCE_CHARS} characters"
+                if problem is None:
+                    node.update(language="python3", source=d["code"])   # run for real, sandboxed
+                else:
+                    self.note(nid, f"python3 code not carried over ({problem}): a stand-in runs")
         elif typ in _CONTAINERS:
             node = self.container(nid, did, d, desc, chain, copy)
         elif typ in ("if-else",):  # an if-else always becomes a branch; never reached
