@@ -62,6 +62,9 @@ class DecomposeLLM(RewritePattern):
         llm = {"model": a["model"], "prompt_tokens": p, "output_tokens": o}
         ttft = {"ttft_ms": a["ttft_ms"]} if "ttft_ms" in a else {}  # bounds the prefill side
         tbt = {"tbt_ms": a["tbt_ms"]} if "tbt_ms" in a else {}      # bounds the decode side
+        dists = {k: a[k] for k in ("prompt_dist", "output_dist") if k in a}   # sizes ride with both phases
+        shared = {k: a[k] for k in ("prefix_shared", "prefix_tokens", "retain_ms") if k in a} \
+            if a.get("prefix_shared") else {}
         if card.experts:
             moe = dict(llm, experts=card.experts["count"], top_k=card.experts["top_k"])
             act = lambda tokens: d.data(tokens * card.hidden_size * 2)  # noqa: E731  fp16 activations
@@ -82,10 +85,10 @@ class DecomposeLLM(RewritePattern):
         else:
             stages = [
                 ("llm.prefill", "prefill", d.kv(p, kv_bytes),
-                 {"model": a["model"], "prompt_tokens": p, **ttft}),
+                 {"model": a["model"], "prompt_tokens": p, **ttft, **dists, **shared}),
                 ("llm.kv_transfer", "kv_transfer", d.kv(p, kv_bytes),
                  {"model": a["model"], "tokens": p, "kv_bytes": kv_bytes}),
-                ("llm.decode", "decode", d.text(o), dict(llm, **tbt)),
+                ("llm.decode", "decode", d.text(o), dict(llm, **tbt, **dists)),
             ]
         _chain(rewriter, op, stages)
 
@@ -94,7 +97,8 @@ class DecomposeTool(RewritePattern):
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: ToolInvoke, rewriter: PatternRewriter):
         a = d.op_attrs(op)
-        net = {k: a[k] for k in ("tool", "latency_ms", "latency_cv", "request_bytes", "response_bytes")}
+        net = {k: a[k] for k in ("tool", "latency_ms", "latency_cv", "request_bytes", "response_bytes",
+                                 "latency_dist") if k in a}
         _chain(rewriter, op, [
             ("tool.lookup", "lookup", d.data(a["response_bytes"]), net),
             ("tool.compute", "compute", op.results[0].type, {"tool": a["tool"], "cpu_ms": a["cpu_ms"]}),

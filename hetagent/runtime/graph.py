@@ -27,6 +27,7 @@ class Loop:
     key: str            # scope prefix + loop id, e.g. "agent" or "research_a.dig"
     q: float            # continue probability
     max_iterations: int
+    reach: list | None = None   # P(iterations >= k) of an iteration distribution (else geometric with q)
 
 
 @dataclass
@@ -82,8 +83,12 @@ class RtGraph:
         its = {}
         for key, lp in self.loops.items():
             n = 1
-            while n < lp.max_iterations and rng.random() < lp.q:
-                n += 1
+            if lp.reach is not None:
+                u = rng.random()
+                n = max(1, sum(1 for r in lp.reach if u < r))
+            else:
+                while n < lp.max_iterations and rng.random() < lp.q:
+                    n += 1
             its[key] = n
         arms = {key: _pick(br.probabilities, rng) for key, br in self.branches.items()}
         return {"iterations": its, "arms": arms}
@@ -112,14 +117,18 @@ def _structure(wf, prefix: str, loops: dict, branches: dict, arm_of: dict, base_
                depth: int = 0) -> None:
     """Collects loops, branches and which node ids sit in which branch arm (by scope prefix)."""
     from hetagent.passes.unroll import continue_probability
+    from hetagent.workflow.dist import Dist, count_reach
     if depth > 8:
         return
     for node in wf.nodes if hasattr(wf, "nodes") else wf:
         kind = getattr(node, "kind", None)
         if kind == "loop":
             key = prefix + node.id
-            loops[key] = Loop(key, continue_probability(node.expected_iterations, node.max_iterations),
-                              node.max_iterations)
+            it = node.expected_iterations
+            if isinstance(it, Dist):
+                loops[key] = Loop(key, 0.0, node.max_iterations, count_reach(it, node.max_iterations))
+            else:
+                loops[key] = Loop(key, continue_probability(it, node.max_iterations), node.max_iterations)
             for k in range(1, node.max_iterations + 1):
                 _structure(node.body, f"{key}.it{k}.", loops, branches, arm_of, base_dir, depth + 1)
         elif kind == "branch":
