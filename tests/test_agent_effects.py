@@ -67,7 +67,7 @@ def test_coding_agent_grows_its_context_and_keeps_its_kv(coding):
     prompts = [o.attrs["prompt_tokens"] for o in g.operators if o.kind == "llm.prefill"]
     assert prompts == [6000 + 1025 * k for k in range(8)]       # auto growth: 300 + 0.5 x 400 + 0.35 x 1500
     computed, cached = planned_prefill(coding, pre)
-    assert pre["prefill_saved_share"] == pytest.approx(cached / (computed + cached), rel=1e-6)
+    assert pre["prefill_saved_share"] == pytest.approx(cached / (computed + cached), rel=0.01)   # less overflow
 
 
 def test_simulated_prefill_work_agrees_with_the_plan(coding):

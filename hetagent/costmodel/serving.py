@@ -372,7 +372,7 @@ def _retaining(ret: _Retention, r, pp, tp):
     reserved at RETAIN_QUANTILE, the slots what still fits beside it."""
     from dataclasses import replace
     waiting = ret.occupancy / r
-    held = int(poisson.ppf(RETAIN_QUANTILE, waiting)) if waiting > 0 else 0
+    held = max(1, int(poisson.ppf(RETAIN_QUANTILE, waiting)))
     retained = held * ret.size_gb
     on_device = retained if ret.mode == "resident" else 0.0
     keep = tuple(sum(1 for _, c in m.curve
@@ -392,8 +392,18 @@ def _retaining(ret: _Retention, r, pp, tp):
         got.latency_ms[k] += v
     got.kv_retention, got.retained_gb, got.retained_requests = ret.mode, retained, held
     got.memory_gb += on_device
-    got.prefill_saved_share = ret.saved_share
+    got.prefill_saved_share = ret.saved_share * (1.0 - _overflow(waiting, held))
     return got
+
+
+def _overflow(mean: float, held: int) -> float:
+    """Share of the requests waiting on tools that find the reservation of `held` full (their KV is dropped
+    and their prompt recomputed): E[(N - held)+] / E[N], N Poisson with this mean."""
+    if mean <= 0:
+        return 0.0
+    n = np.arange(held + 1)
+    short = float(np.sum((held - n) * poisson.pmf(n, mean)))
+    return max(0.0, mean - held + short) / mean
 
 
 def _cached_cost(c):
