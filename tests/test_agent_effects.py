@@ -162,3 +162,22 @@ def test_distributions_are_sampled_by_the_simulator(tmp_path):
     again = simulate(plan, duration_s=8000, seed=5)
     assert json.dumps(again["latency_ms"]) == json.dumps(sim["latency_ms"])         # still one per seed
     assert np.isfinite(sim["latency_ms"]["p95"])
+
+
+def test_report_explains_the_retention_choice(coding, tmp_path):
+    from hetagent.report import build_model
+    from hetagent.report.markdown import render
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps(coding))
+    model = build_model(plan, sweeps=False, budget_s=120)
+    rows = model["placement"]["retention"]
+    assert len(rows) == 1 and rows[0]["kv_retention"] == _pool(coding)["kv_retention"]
+    rc = rows[0]["recompute"]
+    assert rc["feasible"] and rc["delta_per_hour"] == pytest.approx(rc["per_hour"] - coding["tco"]["per_hour"])
+    assert rc["delta_per_hour"] >= -1e-6            # the plan may keep it: never dearer than recomputing
+    text, _ = render(model, charts=False)
+    assert "KV cache across tool calls" in text
+    para = next(line for line in text.splitlines() if "kv_retention:" in line)
+    assert f"saves {_pool(coding)['prefill_saved_share']:.1%} of the prompt work" in para
+    assert f"keeps room for {_pool(coding)['retained_requests']}" in para
+    assert "Solved again with every prefix recomputed" in para
