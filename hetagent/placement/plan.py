@@ -156,6 +156,12 @@ def format_plan(plan: Plan) -> str:
                          f"{q.tbt_ms:.2f}" if q.tbt_ms is not None else "-"))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         out += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+        for q in plan.pools:
+            if q.kind == "llm.prefill" and q.kv_retention in ("resident", "offload"):
+                where = "in device memory" if q.kv_retention == "resident" else "in host memory"
+                out.append(f"KV kept across tool calls: {q.engine_id} {q.kv_retention}, "
+                           f"{q.prefill_saved_share:.1%} of prompt tokens not recomputed, {q.retained_gb:.2f} GB per "
+                           f"device {where} for up to {q.retained_requests} requests waiting per replica")
     pr = plan.predicted
     sla = pr.get("sla_ms")
     v = pr.get("validated")
