@@ -230,6 +230,15 @@ def format_report(r: dict, width: int = 50) -> str:
                      f"{p['mean_queue']:.2f}", str(p["max_queue"]),
                      f"{p['mean_batch']:.1f}" if "mean_batch" in p else "-"))
     lines += _table(rows)
+    for name, p in r["pools"].items():
+        if "prefill" in p and p["prefill"]["cached_per_s"] > 0:
+            kept = p.get("retained") or {}
+            lines.append(f"{name}: prompt tokens/s computed {p['prefill']['computed_per_s']:,.0f}, found cached "
+                         f"{p['prefill']['cached_per_s']:,.0f} ({p['prefill']['saved_share']:.1%} saved); KV kept "
+                         f"across tool calls: {kept.get('mean_gb_per_replica', 0):.2f} GB per replica on average, "
+                         f"at most {kept.get('max_requests', 0)} requests at once"
+                         + (f" of {kept['cap']}" if kept.get("cap") is not None else "")
+                         + f", {kept.get('evicted', 0)} dropped for lack of room")
     sim = r["simulator"]
     lines.append(f"({sim['events']} events in {sim['wall_s']:.1f} s)")
     return "\n".join(lines)
