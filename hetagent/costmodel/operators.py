@@ -176,6 +176,8 @@ def derate_cost(c: OpCost, factor: float, kind: str) -> OpCost:
             d[k] /= factor
     if isinstance(d.get("parts_ms"), dict):
         d["parts_ms"] = {k: v / factor for k, v in d["parts_ms"].items()}
+    if isinstance(d.get("cached"), dict):          # the same prefill with its prefix cached (reload: a link)
+        d["cached"] = dict(d["cached"], latency_ms=d["cached"]["latency_ms"] / factor)
     iv = c.latency_interval_ms
     return replace(c, latency_ms=c.latency_ms / factor, throughput_rps=c.throughput_rps * factor, detail=d,
                    latency_interval_ms=[iv[0] / factor, iv[1] / factor] if iv else None)
@@ -190,6 +192,8 @@ def _annotate(c: OpCost, op, device) -> OpCost:
         for k in ("ttft_ms", "tbt_ms"):
             if k in c.detail:
                 c.detail[k] /= derate
+        if isinstance(c.detail.get("cached"), dict):
+            c.detail["cached"] = dict(c.detail["cached"], latency_ms=c.detail["cached"]["latency_ms"] / derate)
     if op.kind in _NETWORK_KINDS or (op.kind in TENSOR_KINDS and not _is_cpu(device)):
         st = "datasheet"                         # NIC figures, provider defaults, unfitted tensor formulas
     elif _is_cpu(device):
