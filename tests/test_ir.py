@@ -284,3 +284,77 @@ def test_nested_huge_loops_are_refused_not_materialized():
             i.tool("t", latency_ms=5)
     with pytest.raises(IRError, match="would pass 200000 operations"):
         hetagent.compile(b.build())
+# ---- distributions, growing context, prefix reuse ------------------------------------------------------
+
+def _agent(growth="auto", shared=None, iterations=None):
+    b = WorkflowBuilder("agent", sla_ms=20000)
+    b.input("q", text_tokens=10)
+    extra = {"prefix_shared": shared} if shared is not None else {}
+    with b.loop("loop", expected_iterations=iterations or 2.5, max_iterations=4, inputs=["q"],
+                context_growth_tokens=growth) as body:
+        body.llm("a", model="llama-3-8b", prompt_tokens={"mean": 1000, "p50": 800, "p95": 2000},
+                 output_tokens=100, **extra)
+        with body.branch("act", inputs=["a"]) as arms:
+            with arms.arm("tool", 0.5) as arm:
+                arm.tool("t", latency_ms={"mean": 1000, "p50": 800, "p99": 4000}, result_tokens=300, cpu_ms=2)
+            with arms.arm("think", 0.5):
+                pass
+    return b.build()
+
+
+def test_growing_context_and_prefix_per_copy():
+    g = extract(hetagent.compile(_agent()))
+    pre = {o.name: o for o in g.operators if o.kind == "llm.prefill"}
+    growth = 100 + 0.5 * 300                    # auto: the output and the tool result, by arm probability
+    for k in (1, 2, 3, 4):
+        p = pre[f"loop.it{k}.a.prefill"].attrs
+        assert p["prompt_tokens"] == round(1000 + (k - 1) * growth)
+        assert p["prefix_tokens"] == (0 if k == 1 else round(1000 + (k - 2) * growth + 100))
+        assert p.get("retain_ms", 0) == (0 if k == 1 else pytest.approx(0.5 * 1002))
+    kv = next(o for o in g.operators if o.name == "loop.it3.a.kv_transfer").attrs
+    first = next(o for o in g.operators if o.name == "loop.it1.a.kv_transfer").attrs
+    assert kv["tokens"] == 1500 and kv["kv_bytes"] == pytest.approx(first["kv_bytes"] * 1.5, rel=1e-6)
+    assert kv["bytes_out"] == kv["kv_bytes"]            # the result type grew with it
+    dec = next(o for o in g.operators if o.name == "loop.it4.a.decode").attrs
+    assert dec["prompt_tokens"] == 1750
+    from hetagent.workflow.dist import from_attr
+    assert from_attr(dec["prompt_dist"]).mean == pytest.approx(1750, rel=1e-6)
+
+
+def test_no_growth_no_prefix_and_explicit_opt_out():
+    g = extract(hetagent.compile(_agent(growth=None)))
+    assert {o.attrs["prompt_tokens"] for o in g.operators if o.kind == "llm.prefill"} == {1000}
+    assert not any("prefix_tokens" in o.attrs for o in g.operators)
+    g = extract(hetagent.compile(_agent(shared=False)))
+    pre = [o for o in g.operators if o.kind == "llm.prefill"]
+    assert [o.attrs["prompt_tokens"] for o in pre] == [1000, 1250, 1500, 1750]
+    assert not any("prefix_tokens" in o.attrs for o in pre)
+
+
+def test_iteration_histogram_sets_the_reach_of_each_copy():
+    wf = _agent(iterations={"histogram": [[1, 2], [3, 1], [4, 1]]})
+    g = extract(hetagent.compile(wf))
+    w = [o.weight for o in g.operators if o.kind == "llm.prefill"]
+    assert w == pytest.approx([1.0, 0.5, 0.5, 0.25])
+
+
+def test_unroll_before_decompose_gives_the_same_operators():
+    a = extract(hetagent.compile(_agent(), passes="verify,decompose,unroll"))
+    b = extract(hetagent.compile(_agent(), passes="verify,unroll,decompose"))
+    key = lambda g: sorted((o.name, o.kind, tuple(sorted((k, str(v)) for k, v in o.attrs.items())))  # noqa: E731
+                           for o in g.operators)
+    assert key(a) == key(b)
+
+
+def test_upstream_mlir_verifies_distributions_and_prefixes(tmp_path):
+    exe = _iree_opt()
+    mlir = tmp_path / "m.mlir"
+    mlir.write_text(hetagent.to_mlir(hetagent.compile(_agent()), generic=True))
+    assert "prompt_dist" in mlir.read_text() and "prefix_tokens" in mlir.read_text()
+    r = subprocess.run([exe, f"--irdl-file={IRDL}", str(mlir), "-o", str(tmp_path / "out.mlir")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[:2000]
+    text = mlir.read_text().replace("prefix_tokens = 1100", "prefix_tokens = -1100", 1)
+    assert "-1100" in text
+    with pytest.raises(IRError, match="prefix_tokens must be >= 0"):
+        parse_module(text)

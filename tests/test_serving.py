@@ -104,3 +104,101 @@ def test_profiled_operators_keep_their_latency():
     c = OpCost(80.0, 12.5, 1.0, 100, "compute", 0.08, {"profiled": True})
     got = engine_load([Member("p", Operator("p", "llm.prefill", {}), 1.0, "prefill", ((1, c),))], "prefill", 1)
     assert got.latency_ms["p"] == 80.0 and got.wait_ms == 0.0 and got.price_per_hour == pytest.approx(288.0)
+
+
+# ---- prefix reuse and KV retention ----------------------------------------------------------------------
+
+def _prefill_op(prompt=7000, prefix=6000, retain_ms=1500.0, model="llama-3-70b"):
+    return Operator("p", "llm.prefill", {"model": model, "prompt_tokens": prompt, "prefix_tokens": prefix,
+                                         "retain_ms": retain_ms})
+
+
+def test_a_cached_prefix_is_priced_by_the_tokens_left_to_compute():
+    from hetagent.costmodel.operators import cost
+    from hetagent.costmodel.roofline import kv_bytes_per_token_device
+    from hetagent.costmodel.models import load_model
+    from hetagent.costmodel.types import DeviceOption
+    o = DeviceOption("h100", 8, 1, 4, "bf16")
+    full = cost(_prefill_op(), o)
+    part = cost(Operator("p", "llm.prefill", {"model": "llama-3-70b", "prompt_tokens": 7000,
+                                               "cached_tokens": 6000}), o)
+    fresh = cost(Operator("p", "llm.prefill", {"model": "llama-3-70b", "prompt_tokens": 1000}), o)
+    assert fresh.latency_ms < part.latency_ms < full.latency_ms / 3    # new tokens attend to the prefix too
+    assert part.detail["flops"] < full.detail["flops"] / 4
+    cached = full.detail["cached"]
+    assert cached["latency_ms"] == pytest.approx(part.latency_ms)
+    card = load_model("llama-3-70b")
+    assert cached["kv_gb"] == pytest.approx(6000 * kv_bytes_per_token_device(card, "bf16", 8) / 1e9)
+    assert cached["reload_ms"] == pytest.approx(cached["kv_gb"] / 64 * 1e3 + 0.01)   # PCIe Gen5 per direction
+    gaudi = cost(_prefill_op(), DeviceOption("gaudi3", 8, 1, 4, "bf16")).detail["cached"]
+    assert gaudi["reload_ms"] is None                    # no CPU tier documented for Gaudi's engine
+
+
+def _colocated_members(device="h100", load=6.0, retain_ms=1500.0, prefix=6000):
+    """A Llama 3 70B co-located engine (TP 8) serving one reused prompt class and one decode class, priced
+    by the cost model on the real device."""
+    from hetagent.costmodel.operators import cost, options_for, _device, _model
+    pre = _prefill_op(prefix=prefix, retain_ms=retain_ms)
+    dec = Operator("d", "llm.decode", {"model": "llama-3-70b", "prompt_tokens": 7000, "output_tokens": 300})
+    dev, card = _device(device, "default"), _model("llama-3-70b")
+    out = []
+    for key, op, phase in (("p", pre, "prefill"), ("d", dec, "decode")):
+        pts = sorted(((o.batch, cost(op, o)) for o in options_for(op, dev, card)
+                      if (o.tp, o.pp, o.precision) == (8, 1, "bf16")), key=lambda t: t[0])
+        out.append(Member(key, op, load, phase, tuple(pts)))
+    return out
+
+
+def test_retention_modes_are_engine_candidates_with_their_memory_and_savings():
+    from scipy.stats import poisson
+    members = _colocated_members()
+    loads, _ = replica_candidates(members, "colocated", tp=8)
+    modes = {x.kv_retention for x in loads}
+    assert modes == {"none", "resident", "offload"}
+    fewest = {m: min(x.replicas for x in loads if x.kv_retention == m) for m in modes}
+    assert fewest["resident"] <= fewest["none"]            # the prompts cost a seventh: fewer replicas carry them
+    r = fewest["none"]
+    none = engine_load(members, "colocated", r, tp=8)
+    res = engine_load(members, "colocated", r, tp=8, kv_retention="resident")
+    off = engine_load(members, "colocated", r, tp=8, kv_retention="offload")
+    assert res.prefill_saved_share == pytest.approx(6000 / 7000, rel=0.01) and none.prefill_saved_share == 0
+    assert res.prefill_saved_share < 6000 / 7000           # less the ~1% whose KV finds the reservation full
+    waiting = 6.0 / r * 1.5                                # Little's law: load x the tool time, per replica
+    held = max(1, int(poisson.ppf(serving.RETAIN_QUANTILE, waiting)))
+    per_request = members[0].curve[0][1].detail["cached"]["kv_gb"]
+    assert res.retained_requests == held and res.retained_gb == pytest.approx(held * per_request)
+    assert res.memory_gb == pytest.approx(none.memory_gb + res.retained_gb, rel=1e-6) or res.max_batch < none.max_batch
+    assert res.latency_ms["p"] < none.latency_ms["p"] / 2            # the prompt computes 1,000 tokens, not 7,000
+    assert off.latency_ms["p"] == pytest.approx(res.latency_ms["p"] + per_request / 64 * 1e3 + 0.01, rel=0.05)
+    assert off.memory_gb < res.memory_gb                   # offload holds host memory, not the device's
+
+
+def test_fast_tools_still_reserve_one_request():
+    """Tools of a millisecond: hardly anyone waits, but a reservation of 0 would drop every KV."""
+    res = engine_load(_colocated_members(retain_ms=1.0), "colocated", 4, tp=8, kv_retention="resident")
+    assert res.retained_requests == 1
+    assert res.prefill_saved_share == pytest.approx(6000 / 7000, rel=1e-3)
+    assert serving._overflow(1.5, 1) == pytest.approx((1.5 - 1 + math.exp(-1.5)) / 1.5)
+
+
+def test_retention_that_does_not_fit_is_refused_and_shrinks_the_slots():
+    # tools that take minutes: hundreds of requests wait, their KV crowds out the batch
+    tight = _colocated_members(retain_ms=40_000.0, load=6.0)
+    got = engine_load(tight, "colocated", 1, tp=8, kv_retention="resident")
+    assert isinstance(got, str) and "leaves no room for a batch" in got
+    some = _colocated_members(retain_ms=30_000.0, load=6.0)
+    res = engine_load(some, "colocated", 3, tp=8, kv_retention="resident")
+    none = engine_load(some, "colocated", 3, tp=8)
+    assert res.max_batch == 64 < none.max_batch == 128     # fewer slots fit beside the retained KV
+    fits = [c.memory_gb for b, c in some[1].curve if b == 64][0]
+    assert fits + res.retained_gb <= some[1].curve[0][1].detail["memory"]["capacity_gb"]
+
+
+def test_offload_needs_a_cpu_tier_and_retention_a_colocated_engine():
+    gaudi = _colocated_members(device="gaudi3")
+    got = engine_load(gaudi, "colocated", 2, tp=8, kv_retention="offload")
+    assert isinstance(got, str) and "no CPU tier" in got
+    assert {x.kv_retention for x in replica_candidates(gaudi, "colocated", tp=8)[0]} == {"none", "resident"}
+    assert "co-located" in engine_load(gaudi[:1], "prefill", 2, tp=8, kv_retention="resident")
+    plain = _colocated_members(prefix=0)
+    assert {x.kv_retention for x in replica_candidates(plain, "colocated", tp=8)[0]} == {"none"}

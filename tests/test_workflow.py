@@ -122,6 +122,30 @@ BAD = [
      "`language` needs `source`", 3),
     ("code_javascript", GOOD_HEAD + "  - {id: c, kind: code, language: javascript, source: 'x'}\n",
      "field 'nodes[0].language'", 3),
+    # distributions (hetagent.workflow.dist)
+    ("dist_no_mean", GOOD_HEAD + "  - id: a\n    kind: llm\n    model: llama-3-8b\n"
+     "    prompt_tokens: {p50: 100}\n    output_tokens: 1\n", "needs its `mean`", 6),
+    ("dist_falling", GOOD_HEAD + "  - {id: t, kind: tool, latency_ms: {mean: 100, p50: 90, p95: 80}}\n",
+     "p95 80 is below p50 90", 3),
+    ("dist_mean_low", GOOD_HEAD + "  - {id: t, kind: tool, latency_ms: {mean: 10, p50: 90, p95: 400}}\n",
+     "below what these percentiles allow", 3),
+    ("dist_unknown_key", GOOD_HEAD + "  - {id: t, kind: tool, latency_ms: {mean: 10, p90: 20}}\n",
+     "unknown key 'p90'", 3),
+    ("dist_bad_histogram", GOOD_HEAD + "  - id: a\n    kind: llm\n    model: llama-3-8b\n    prompt_tokens: 10\n"
+     "    output_tokens: {histogram: [[10, 1], [20]]}\n", "histogram entry 1", 7),
+    ("dist_histogram_mixed", GOOD_HEAD + "  - {id: t, kind: tool, latency_ms: {histogram: [[1, 1]], mean: 1}}\n",
+     "a histogram stands alone", 3),
+    ("dist_negative_weight", GOOD_HEAD + "  - {id: t, kind: tool, latency_ms: {histogram: [[1, -1]]}}\n",
+     "weight must be >= 0", 3),
+    ("iterations_beyond_max", GOOD_HEAD + "  - id: l\n    kind: loop\n    expected_iterations: {histogram: "
+     "[[1, 1], [5, 1]]}\n    max_iterations: 4\n    body: [{id: a, kind: code}]\n", "beyond max_iterations", 3),
+    ("prefix_without_growth", GOOD_HEAD + "  - id: l\n    kind: loop\n    expected_iterations: 2\n"
+     "    max_iterations: 3\n    body:\n      - {id: a, kind: llm, model: llama-3-8b, prompt_tokens: 10,"
+     " output_tokens: 1, prefix_shared: true}\n", "needs an enclosing loop with `context_growth_tokens`", 8),
+    ("prefix_outside_loop", GOOD_HEAD + "  - {id: a, kind: llm, model: llama-3-8b, prompt_tokens: 10,"
+     " output_tokens: 1, prefix_shared: true}\n", "prefix_shared", 3),
+    ("growth_word", GOOD_HEAD + "  - id: l\n    kind: loop\n    expected_iterations: 2\n    max_iterations: 3\n"
+     "    context_growth_tokens: lots\n    body: [{id: a, kind: code}]\n", "a number of tokens (0 to 1e+09) or `auto`", 7),
 ]
 
 
@@ -243,3 +267,59 @@ def test_code_node_carries_python_source(tmp_path):
                     "      def main(text: str) -> dict:\n          return {'text': text[::-1]}\n")
     node = hetagent.load(path).nodes[0]
     assert node.language == "python3" and node.source.startswith("def main(text")
+
+
+# ---- distributions ----------------------------------------------------------------------------------
+
+def test_distribution_forms_keep_their_mean_and_percentiles():
+    import numpy as np
+    from hetagent.workflow import dist
+    assert dist.parse(300) == 300 and isinstance(dist.parse(300, integer=True), int)
+    h = dist.parse({"histogram": [[2000, 3], [6000, 5], [12000, 2]]})
+    assert h.mean == pytest.approx((2000 * 3 + 6000 * 5 + 12000 * 2) / 10)
+    assert [h.quantile(p) for p in (0.1, 0.5, 0.95)] == [2000, 6000, 12000]
+    p = dist.parse({"mean": 6000, "p50": 5200, "p95": 11000, "p99": 15000})
+    assert p.mean == pytest.approx(6000, rel=1e-9)
+    assert [p.quantile(x) for x in (0.5, 0.95, 0.99)] == pytest.approx([5200, 11000, 15000])
+    # a lognormal's own percentiles give back (about) that lognormal: median 800, sigma 0.6
+    mu, sigma = np.log(800), 0.6
+    ln = {"mean": float(np.exp(mu + sigma ** 2 / 2)), "p50": 800.0,
+          "p95": float(np.exp(mu + 1.6449 * sigma)), "p99": float(np.exp(mu + 2.3263 * sigma))}
+    d = dist.parse(ln)
+    assert d.quantile(0.25) == pytest.approx(np.exp(mu - 0.6745 * sigma), rel=0.02)
+    rng = np.random.default_rng(1)
+    assert d.sample(rng, 400000).mean() == pytest.approx(ln["mean"], rel=0.01)
+    assert dist.parse({"mean": 7}).constant
+
+
+def test_distribution_round_trips_through_the_ir_attribute():
+    from hetagent.workflow import dist
+    d = dist.parse({"mean": 100, "p50": 80, "p95": 200})
+    back = dist.from_attr(d.to_attr())
+    assert back.mean == pytest.approx(d.mean) and back.quantile(0.95) == pytest.approx(200)
+
+
+def test_iteration_counts_from_a_histogram_and_from_percentiles():
+    from hetagent.workflow import dist
+    h = dist.parse({"histogram": [[1, 2], [3, 1], [4, 1]]}, minimum=1)
+    assert dist.count_reach(h, 4) == pytest.approx([1.0, 0.5, 0.5, 0.25])
+    p = dist.parse({"mean": 2.5, "p50": 2, "p95": 5}, minimum=1)
+    assert sum(dist.count_reach(p, 400)) == pytest.approx(2.5, rel=0.01)      # E[K] = sum P(K >= k)
+    assert sum(dist.count_reach(p, 6)) < 2.5                # counts above the bound are cut to it
+
+
+def test_workflow_with_distributions_dumps_as_written(tmp_path):
+    text = (GOOD_HEAD + "  - id: l\n    kind: loop\n    expected_iterations: {histogram: [[1, 1], [3, 1]]}\n"
+            "    max_iterations: 3\n    context_growth_tokens: auto\n    body:\n"
+            "      - {id: a, kind: llm, model: llama-3-8b, prompt_tokens: {mean: 500, p50: 450, p95: 900},"
+            " output_tokens: {histogram: [[50, 1], [150, 1]]}}\n"
+            "      - {id: t, kind: tool, latency_ms: {mean: 800, p50: 600, p99: 3000}, inputs: [a]}\n")
+    path = tmp_path / "d.yaml"
+    path.write_text(text)
+    wf = hetagent.load(path)
+    loop = wf.nodes[0]
+    assert loop.expected_iterations.mean == 2 and loop.body[0].output_tokens.mean == 100
+    dumped = wf.model_dump()["nodes"][0]
+    assert dumped["expected_iterations"] == {"histogram": [[1, 1], [3, 1]]}
+    assert dumped["body"][1]["latency_ms"] == {"mean": 800, "p50": 600, "p99": 3000}
+    jsonschema.validate(yaml.safe_load(text), json_schema())

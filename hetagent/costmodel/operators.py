@@ -52,6 +52,11 @@ SPEECH_DEFAULT_PARAMS = {"speech.frontend": 0.0, "speech.synthesize": 20e6, "spe
 WHISPER_FRAMES_PER_30S = 1500     # encoder positions per 30 s window (Whisper pads every window to 30 s)
 TTS_FRAMES_PER_SECOND = 86        # 22050 Hz / hop 256 (Piper / VITS)
 FIXED_MS = {"cpu": 1.0, "gpu": 0.05}   # launch / dispatch floor of a non-LLM tensor operator
+# Vendors whose serving engines keep a CPU tier of KV cache that a prefill reloads from host memory: vLLM's
+# native offloading (--kv-offloading-backend native, OffloadingConnector) and LMCache on NVIDIA and on ROCm
+# (docs.vllm.ai "KV cache offloading"; docs.vultr.com inference-cookbook/rocm kv-cache-offloading), SGLang's
+# HiCache likewise. No such tier is documented for Intel Gaudi's vLLM fork, nor for llama.cpp on CPUs.
+KV_OFFLOAD_VENDORS = ("nvidia", "amd")
 
 
 # --------------------------------------------------------------------------------------------------- helpers
@@ -171,6 +176,8 @@ def derate_cost(c: OpCost, factor: float, kind: str) -> OpCost:
             d[k] /= factor
     if isinstance(d.get("parts_ms"), dict):
         d["parts_ms"] = {k: v / factor for k, v in d["parts_ms"].items()}
+    if isinstance(d.get("cached"), dict):          # the same prefill with its prefix cached (reload: a link)
+        d["cached"] = dict(d["cached"], latency_ms=d["cached"]["latency_ms"] / factor)
     iv = c.latency_interval_ms
     return replace(c, latency_ms=c.latency_ms / factor, throughput_rps=c.throughput_rps * factor, detail=d,
                    latency_interval_ms=[iv[0] / factor, iv[1] / factor] if iv else None)
@@ -185,6 +192,8 @@ def _annotate(c: OpCost, op, device) -> OpCost:
         for k in ("ttft_ms", "tbt_ms"):
             if k in c.detail:
                 c.detail[k] /= derate
+        if isinstance(c.detail.get("cached"), dict):
+            c.detail["cached"] = dict(c.detail["cached"], latency_ms=c.detail["cached"]["latency_ms"] / derate)
     if op.kind in _NETWORK_KINDS or (op.kind in TENSOR_KINDS and not _is_cpu(device)):
         st = "datasheet"                         # NIC figures, provider defaults, unfitted tensor formulas
     elif _is_cpu(device):
@@ -267,7 +276,11 @@ def _llm(op, o, device) -> OpCost:
     phase = "prefill" if kind in ("llm.prefill", "expert.tp_prefill") else a.get("phase", "decode")
     if kind in ("llm.prefill", "llm.decode", "expert.tp_prefill", "expert.tp_decode") or phase in ("prefill", "decode"):
         if phase == "prefill":
-            whole = rl.prefill(model, device, o.precision, o.tp, o.pp, o.batch, prompt, kv_precision=_kvp(o, device))
+            cached = int(a.get("cached_tokens", 0) or 0) if kind == "llm.prefill" else 0
+            cached = min(max(cached, 0), prompt - 1)
+            whole = _prefill(model, device, o, prompt, cached)
+            if cached:
+                detail["cached_tokens"] = cached
             step, steps = whole, 1
             detail["ttft_ms"] = whole.total_s * 1e3
         else:
@@ -279,8 +292,52 @@ def _llm(op, o, device) -> OpCost:
         whole = _moe_part(kind, whole)
     detail["parts_ms"] = whole.parts_ms()
     detail.update(flops=whole.flops, bytes=whole.bytes, steps=steps)
+    prefix = int(a.get("prefix_tokens", 0) or 0)
+    if kind == "llm.prefill" and prefix > 0 and not a.get("cached_tokens"):
+        detail["cached"] = _with_prefix(op, o, device, model, min(prefix, prompt - 1))
     return _opcost(whole, o, device, mem["total_gb"], detail, o.batch * o.pp,
                    "network" if kind == "comm.allreduce" else None)
+
+
+def _prefill(model, device, o, prompt: int, cached: int = 0) -> rl.StepCost:
+    """A prefill of `prompt` tokens of which `cached` are already in the KV cache."""
+    whole = rl.prefill(model, device, o.precision, o.tp, o.pp, o.batch, prompt - cached, kv_precision=_kvp(o, device))
+    if cached:
+        whole.add(_prefix_attention(model, device, o, prompt - cached, cached), name="attention")
+    return whole
+
+
+def _prefix_attention(model, device, o, new: int, cached: int) -> rl.StepCost:
+    """What a prefill of `new` tokens adds when `cached` earlier tokens are already in the KV cache: each new
+    token attends to them too (4 x new x cached x head_dim x heads FLOPs per layer and sequence on this
+    device's heads) and their KV is read once per layer, at the calibrated prefill-attention efficiencies
+    (the same kernel: no launch cost of its own). The linear layers and the new tokens' own causal
+    attention are rl.prefill's of `new` tokens."""
+    p, _ = rl.device_params(device)
+    pa = p["attention_prefill"]
+    hd = getattr(model, "head_dim", None) or model.hidden_size // model.heads
+    heads_d, kvh_d = model.heads / o.tp, math.ceil(model.kv_heads / o.tp)
+    kv_b = rl.WEIGHT_BYTES[_kvp(o, device)]
+    flops = 4.0 * o.batch * heads_d * hd * new * cached * model.layers
+    kv_read = o.batch * cached * 2.0 * kvh_d * hd * kv_b * model.layers
+    tc = flops / (rl._attn_peak(device, o.precision) * pa["eff_compute"])
+    tm = kv_read / (device.memory_bandwidth_gbs * 1e9 * pa["eff_memory"])
+    body = cal.smooth_max(tc, tm, pa["smooth_k"])
+    return rl.StepCost(compute_s=body * tc / (tc + tm), memory_s=body * tm / (tc + tm), flops=flops, bytes=kv_read)
+
+
+def _with_prefix(op, o, device, model, prefix: int) -> dict:
+    """The same prefill when the engine still holds its `prefix` (kept across the tool call): its latency,
+    the KV that keeping it holds per device of the replica, and, where the engine has a CPU tier
+    (KV_OFFLOAD_VENDORS), the time to reload it from host memory: each device of the TP x PP group moves
+    its share over its own host link (pcie_bandwidth_gbs) at once."""
+    prompt = int(op.attrs.get("prompt_tokens", 1) or 1)
+    lat_ms = max(_prefill(model, device, o, prompt, prefix).total_s * 1e3, 1e-6)      # as _opcost has it
+    kv_gb = prefix * rl.kv_bytes_per_token_device(model, _kvp(o, device), o.tp) / o.pp / 1e9
+    link = getattr(device, "pcie_bandwidth_gbs", None)
+    reload_ms = (kv_gb / float(link) * 1e3 + rl.LINK_LATENCY_US * 1e-3) if (
+        link and getattr(device, "vendor", None) in KV_OFFLOAD_VENDORS) else None
+    return {"latency_ms": lat_ms, "cached_tokens": prefix, "kv_gb": kv_gb, "reload_ms": reload_ms}
 
 
 def _moe_part(kind, whole: rl.StepCost) -> rl.StepCost:

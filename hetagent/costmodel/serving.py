@@ -29,6 +29,18 @@ CPUs are time-shared rather than owned: on a CPU device the pool's device use is
 over the executions the devices it occupies can run at once.
 Profiled operators (measured profiles, the paper's Table 3) keep their latencies as given: one request at
 a time, no queueing, no batching.
+
+KV retention (`kv_retention`, RETENTION): a co-located engine whose prompts reuse the previous iteration's
+prefix (the cost table's `cached` detail of an llm.prefill: docs/serving.md, "Prefix reuse") is also offered
+  resident  the engine keeps each request's KV while it waits on its tools (vLLM's prefix cache with the
+            blocks pinned, Continuum's time-to-live; SGLang's radix cache): the prefill computes only the
+            new tokens, and the KV of the requests waiting, at its 99th percentile (Poisson: the number
+            waiting in an M/G/inf queue, whatever the tool latency's distribution, has mean load x mean
+            wait), is memory the batch cannot use: the slots shrink to what still fits;
+  offload   the KV waits in host memory (vLLM's CPU offloading, LMCache) where the engine has that tier:
+            the prefill computes only the new tokens after reloading the prefix over the host link (a
+            latency, not engine time); device memory is not held.
+`none` recomputes the prefix. The planner chooses among them like among replica counts.
 """
 from __future__ import annotations
 
@@ -38,12 +50,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.special import gammaincc
+from scipy.stats import poisson
 
 ENGINES = ("colocated", "prefill", "decode", "single")
 MAX_PREFILL_SHARE = 0.9     # a colocated engine busier than this with prompts cannot keep decoding
 MAX_REPLICA_CANDIDATES = 12  # replica counts offered to the planner per engine configuration
 GAIN_TO_KEEP = 0.01         # a larger replica count is offered while it cuts some latency by this much
 DENSE_STEPS = 4             # replica counts right above the smallest feasible one are all offered
+RETENTION = ("none", "resident", "offload")
+RETAIN_QUANTILE = 0.99      # retained KV is reserved for this percentile of the requests waiting on tools
 
 
 @dataclass(frozen=True)
@@ -71,6 +86,10 @@ class PoolLoad:
     devices: float                  # devices held: replicas x tp x pp, or the busy share on CPUs
     price_per_hour: float           # per-execution charges (hosted APIs, per-token profiles) at the load
     costs: dict = field(default_factory=dict)   # member key -> OpCost at the batch
+    kv_retention: str = "none"      # one of RETENTION
+    retained_gb: float = 0.0        # KV kept for requests waiting on tools, per device (offload: in host memory)
+    retained_requests: int = 0      # requests whose KV that reserves, per replica (the RETAIN_QUANTILE)
+    prefill_saved_share: float = 0.0   # share of the prompt tokens the engine does not recompute
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -195,12 +214,20 @@ class Grid:
 
 
 def engine_load(members, engine: str, replicas: int, *, pp: int = 1, tp: int = 1, cpu: bool = False,
-                grid: Grid | None = None):
+                grid: Grid | None = None, kv_retention: str = "none", retention=None):
     """The PoolLoad of `replicas` replicas of one engine configuration serving `members`, or a string
     saying why they cannot (overloaded, or a batch that does not fit). `grid`: the members' Grid, when
-    the caller evaluates several replica counts."""
+    the caller evaluates several replica counts. kv_retention: one of RETENTION (other than none: a
+    co-located engine only); `retention`: its prepared _Retention, when evaluating several counts."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine '{engine}'; choices: {', '.join(ENGINES)}")
+    if kv_retention not in RETENTION:
+        raise ValueError(f"unknown kv_retention '{kv_retention}'; choices: {', '.join(RETENTION)}")
+    if kv_retention != "none":
+        if engine != "colocated" or cpu:
+            return f"KV retention '{kv_retention}' applies to a co-located engine on an accelerator"
+        ret = retention if retention is not None else _retention([m for m in members if m.curve], kv_retention)
+        return ret if isinstance(ret, str) else _retaining(ret, max(1, int(replicas)), pp, tp)
     members = [m for m in members if m.curve]
     if not members:
         return "no member has a cost on this configuration"
@@ -296,6 +323,103 @@ def _colocated(members, r, pp, tp, grid=None):
                     _price(members), costs)
 
 
+@dataclass
+class _Retention:
+    """What keeping a pool's KV across tool calls changes, independent of the replica count."""
+    mode: str
+    pre: list                # prefill members, priced with their cached prefix where they have one
+    dec: list                # the engine's other members
+    extra: dict              # member key -> ms added to its latency (offload: the reload)
+    occupancy: float         # requests waiting on tools with a retained KV, at one replica
+    size_gb: float           # their mean KV per device
+    saved_share: float       # prompt tokens not recomputed / all prompt tokens
+    grids: dict = field(default_factory=dict)    # slots kept -> (decode members, Grid)
+
+
+def _retention(members, mode):
+    """The _Retention of `members` (a str saying why not)."""
+    from dataclasses import replace
+    pre = [m for m in members if m.phase == "prefill"]
+    dec = [m for m in members if m.phase != "prefill"]
+    if not pre or not dec:
+        return "KV retention needs a co-located engine serving prompts and generations"
+    occupancy = size = saved = total = 0.0
+    extra, new_pre = {}, []
+    for m in pre:
+        got = m.curve[0][1].detail.get("cached")
+        total += m.load_rps * float(m.op.attrs.get("prompt_tokens", 0) or 0)
+        if not got or not all(c.detail.get("cached") for _, c in m.curve):
+            new_pre.append(m)
+            continue
+        if mode == "offload" and got.get("reload_ms") is None:
+            return f"no CPU tier of KV cache on this device (offload: {', '.join(_offload_vendors())} engines)"
+        new_pre.append(replace(m, curve=tuple((b, _cached_cost(c)) for b, c in m.curve)))
+        saved += m.load_rps * got["cached_tokens"]
+        waiting = m.load_rps * float(m.op.attrs.get("retain_ms", 0) or 0) / 1e3      # Little's law
+        occupancy += waiting
+        size += waiting * got["kv_gb"]
+        if mode == "offload":
+            extra[m.key] = float(got["reload_ms"])
+    if not saved:
+        return "no prompt of this pool reuses a prefix"
+    return _Retention(mode, new_pre, dec, extra, occupancy, size / occupancy if occupancy > 0 else 0.0,
+                      saved / total if total > 0 else 0.0)
+
+
+def _retaining(ret: _Retention, r, pp, tp):
+    """A co-located engine that keeps (resident) or parks in host memory (offload) each request's KV
+    between its calls: prompts priced with their cached prefix, the KV of the requests waiting on tools
+    reserved at RETAIN_QUANTILE, the slots what still fits beside it."""
+    from dataclasses import replace
+    waiting = ret.occupancy / r
+    held = max(1, int(poisson.ppf(RETAIN_QUANTILE, waiting)))
+    retained = held * ret.size_gb
+    on_device = retained if ret.mode == "resident" else 0.0
+    keep = tuple(sum(1 for _, c in m.curve
+                     if c.memory_gb + on_device <= (c.detail.get("memory") or {}).get("capacity_gb", math.inf))
+                 for m in ret.dec)
+    if not all(keep):
+        return (f"keeping the KV of {held} requests waiting on tools ({on_device:.1f} GB per device) "
+                "leaves no room for a batch")
+    if keep not in ret.grids:      # the slots that still fit: each member's curve up to them
+        dec = [m if k == len(m.curve) else replace(m, curve=m.curve[:k]) for m, k in zip(ret.dec, keep)]
+        ret.grids[keep] = (dec, Grid(dec))
+    dec, grid = ret.grids[keep]
+    got = _colocated(ret.pre + dec, r, pp, tp, grid)
+    if isinstance(got, str):
+        return got
+    for k, v in ret.extra.items():
+        got.latency_ms[k] += v
+    got.kv_retention, got.retained_gb, got.retained_requests = ret.mode, retained, held
+    got.memory_gb += on_device
+    got.prefill_saved_share = ret.saved_share * (1.0 - _overflow(waiting, held))
+    return got
+
+
+def _overflow(mean: float, held: int) -> float:
+    """Share of the requests waiting on tools that find the reservation of `held` full (their KV is dropped
+    and their prompt recomputed): E[(N - held)+] / E[N], N Poisson with this mean."""
+    if mean <= 0:
+        return 0.0
+    n = np.arange(held + 1)
+    short = float(np.sum((held - n) * poisson.pmf(n, mean)))
+    return max(0.0, mean - held + short) / mean
+
+
+def _cached_cost(c):
+    """An OpCost with its prefix already in the engine (the cost table's `cached` detail)."""
+    from dataclasses import replace
+    got = c.detail["cached"]
+    lat = float(got["latency_ms"])
+    return replace(c, latency_ms=lat, throughput_rps=c.throughput_rps * c.latency_ms / lat if lat > 0 else
+                   c.throughput_rps, detail=dict(c.detail, cached_tokens=got["cached_tokens"]))
+
+
+def _offload_vendors():
+    from hetagent.costmodel.operators import KV_OFFLOAD_VENDORS
+    return KV_OFFLOAD_VENDORS
+
+
 def _cpu(members, engine):
     """Time-shared CPU: devices = busy share; one execution at a time per slot of parallelism."""
     share = 0.0
@@ -353,14 +477,27 @@ def replica_candidates(members, engine: str, *, pp: int = 1, tp: int = 1, cpu: b
     """(PoolLoads worth offering to the planner, why none when empty). From the fewest replicas that
     carry the load: the next DENSE_STEPS counts, then counts growing by a quarter while some member's
     latency still falls by GAIN_TO_KEEP, at most MAX_REPLICA_CANDIDATES. CPUs and profiled operators
-    have one candidate (their device use is a share, or given)."""
+    have one candidate (their device use is a share, or given). A co-located engine whose prompts reuse a
+    prefix is offered with each KV retention (RETENTION) too."""
     members = [m for m in members if m.curve]
+    out, why = _candidates(members, engine, pp, tp, cpu, max_replicas, "none")
+    if engine == "colocated" and not cpu and any(
+            m.phase == "prefill" and m.curve[0][1].detail.get("cached") for m in members):
+        for mode in RETENTION[1:]:
+            out += _candidates(members, engine, pp, tp, cpu, max_replicas, mode)[0]
+    return out, why
+
+
+def _candidates(members, engine, pp, tp, cpu, max_replicas, mode):
     decoding = [m for m in members if m.phase != "prefill"]
     grid = Grid(decoding if engine == "colocated" and len(decoding) < len(members) and decoding else members) \
-        if members and not cpu else None
+        if members and not cpu and mode == "none" else None
+    ret = _retention(members, mode) if mode != "none" else None
+    if isinstance(ret, str):
+        return [], ret
 
     def load(r):
-        return engine_load(members, engine, r, pp=pp, tp=tp, cpu=cpu, grid=grid)
+        return engine_load(members, engine, r, pp=pp, tp=tp, cpu=cpu, grid=grid, kv_retention=mode, retention=ret)
 
     first = load(1)
     profiled = all(c.detail.get("profiled") for m in members for _, c in m.curve)

@@ -1,5 +1,6 @@
 // Generated from hetagent/ir/dialects.py by `python -m hetagent.ir.irdl`; do not edit.
 // Check the IR with: iree-opt --irdl-file=hetagent/ir/agent.irdl.mlir module.mlir
+// Required attributes only: the optional ones (distributions, prefix reuse) are discardable.
 irdl.dialect @agent {
   irdl.type @text {
     %p0 = irdl.base "#builtin.integer"

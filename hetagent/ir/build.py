@@ -15,6 +15,7 @@ from xdsl.dialects.builtin import (ArrayAttr, DenseArrayBase, FloatAttr, Integer
 from xdsl.ir import Block, Region, SSAValue
 
 from hetagent.ir import dialects as d
+from hetagent.workflow import dist as wd
 from hetagent.workflow import model as wm
 
 DEFAULT_TTS_TOKENS_PER_SECOND = 3.0  # speech rate: about 2.3 words/s x 1.3 tokens/word
@@ -65,10 +66,12 @@ class _ModuleBuilder:
 
 
 class _Scope:
-    """Emits one list of nodes into a block; `entry` are the values a node with no inputs consumes."""
+    """Emits one list of nodes into a block; `entry` are the values a node with no inputs consumes;
+    `grows`: the enclosing loop's context grows (LLM calls share their prefix by default)."""
 
-    def __init__(self, mb: _ModuleBuilder, block: Block, values: dict, entry: list[SSAValue]):
-        self.mb, self.block, self.values, self.entry = mb, block, values, entry
+    def __init__(self, mb: _ModuleBuilder, block: Block, values: dict, entry: list[SSAValue],
+                 grows: bool = False):
+        self.mb, self.block, self.values, self.entry, self.grows = mb, block, values, entry, grows
 
     def emit(self, nodes: list) -> list[SSAValue]:
         """Emit nodes in dependency order; return the outputs (output nodes, else the sinks)."""
@@ -132,17 +135,23 @@ class _Scope:
             ms = round(secs * 1000)
             return mk("speech.tts", d.audio(ms), model=n.model, text_tokens=tokens, audio_ms=ms)
         if isinstance(n, wm.LlmNode):
-            out = d.text(n.output_tokens)
+            prompt, output = _tokens(n.prompt_tokens), _tokens(n.output_tokens)
+            out = d.text(output)
             if n.hosted is not None:
                 h = n.hosted
                 op = d.make("llm.remote", n.id, ins, out, provider=h.provider, model=h.model,
-                            prompt_tokens=n.prompt_tokens, output_tokens=n.output_tokens,
+                            prompt_tokens=prompt, output_tokens=output,
                             input_usd_per_million=h.input_usd_per_million,
                             output_usd_per_million=h.output_usd_per_million,
                             latency_ms=h.latency_ms, tokens_per_second=h.tokens_per_second)
             else:
-                op = d.make("llm.call", n.id, ins, out, model=n.model, prompt_tokens=n.prompt_tokens,
-                            output_tokens=n.output_tokens)
+                op = d.make("llm.call", n.id, ins, out, model=n.model, prompt_tokens=prompt,
+                            output_tokens=output)
+                if (n.prefix_shared if n.prefix_shared is not None else self.grows):
+                    op.attributes["prefix_shared"] = d.to_attr(d.I, 1)
+            for key, value in (("prompt_dist", n.prompt_tokens), ("output_dist", n.output_tokens)):
+                if isinstance(value, wd.Dist) and not value.constant:
+                    op.attributes[key] = d.to_attr(d.FS, value.to_attr())
             if n.sla is not None:
                 if n.sla.ttft_ms is not None:
                     op.attributes["ttft_ms"] = FloatAttr(n.sla.ttft_ms, 64)
@@ -161,9 +170,12 @@ class _Scope:
         if isinstance(n, wm.MemoryStoreNode):
             return mk("memory.store", d.data(n.bytes), bytes=n.bytes)
         if isinstance(n, wm.ToolNode):
-            return mk("tool.invoke", d.text(n.result_tokens), tool=n.tool, latency_ms=n.latency_ms,
+            extra = {}
+            if isinstance(n.latency_ms, wd.Dist) and not n.latency_ms.constant:
+                extra["latency_dist"] = n.latency_ms.to_attr()
+            return mk("tool.invoke", d.text(n.result_tokens), tool=n.tool, latency_ms=wd.mean_of(n.latency_ms),
                       latency_cv=n.latency_cv, request_bytes=n.request_bytes,
-                      response_bytes=n.response_bytes, cpu_ms=n.cpu_ms)
+                      response_bytes=n.response_bytes, cpu_ms=n.cpu_ms, **extra)
         if isinstance(n, wm.CodeNode):
             op = d.make("compute.code", n.id, ins, d.data(n.output_bytes), cpu_ms=n.cpu_ms)
             if n.source is not None:   # the code `hetagent run` executes in the sandbox
@@ -187,8 +199,9 @@ class _Scope:
             return self.add(d.make("agent.join", f"{n.id}.out", results, _joined_type(results)))
         raise AssertionError(f"unhandled node kind {n.kind}")
 
-    def nested(self, block: Block, entry: list[SSAValue], nodes: list, node_id: str) -> SSAValue:
-        scope = _Scope(self.mb, block, self.values, entry)
+    def nested(self, block: Block, entry: list[SSAValue], nodes: list, node_id: str,
+               grows: bool | None = None) -> SSAValue:
+        scope = _Scope(self.mb, block, self.values, entry, self.grows if grows is None else grows)
         outs = scope.homogeneous(scope.emit(nodes), f"{node_id}.exit")
         joined = scope.add(d.make("agent.join", f"{node_id}.exit", outs, _joined_type(outs)))
         block.add_op(scf.YieldOp(joined))
@@ -198,11 +211,20 @@ class _Scope:
         body_type = d.text(d.DYNAMIC)  # the carried context grows each iteration
         init = self.add(d.make("agent.join", f"{n.id}.entry", ins, body_type))
         before = Block(arg_types=[body_type])
+        attrs: dict = {}
+        expected = n.expected_iterations
+        if isinstance(expected, wd.Dist):
+            reach = wd.count_reach(expected, n.max_iterations)
+            attrs["reach_probabilities"] = reach
+            expected = sum(reach)        # counts above max_iterations are cut to it
+        growth = context_growth(n)
+        if growth > 0:
+            attrs.update(context_growth_tokens=growth, tool_ms=tool_ms(n.body))
         cond = d.make("agent.continue", n.id, [before.args[0]], None,
-                      expected_iterations=n.expected_iterations, max_iterations=n.max_iterations)
+                      expected_iterations=float(expected), max_iterations=n.max_iterations, **attrs)
         before.add_ops([cond, scf.ConditionOp(cond.results[0], before.args[0])])
         after = Block(arg_types=[body_type])
-        self.nested(after, [after.args[0]], n.body, n.id)
+        self.nested(after, [after.args[0]], n.body, n.id, grows=growth > 0)
         loop = scf.WhileOp([init], [body_type], Region(before), Region(after))
         loop.attributes["node"] = StringAttr(n.id)
         self.block.add_op(loop)
@@ -237,6 +259,64 @@ class _Scope:
         switch.attributes["arms"] = ArrayAttr([StringAttr(a.name) for a in n.arms])
         self.block.add_op(switch)
         return switch.results[0]
+
+
+def _tokens(x) -> int:
+    """A token count's IR attribute: the mean, rounded (a distribution rides beside it)."""
+    return int(round(wd.mean_of(x)))
+
+
+def context_growth(loop: wm.LoopNode) -> float:
+    """Tokens one iteration adds to the prompts of the loop's LLM calls: `context_growth_tokens`, or with
+    `auto` what the body produces: its LLM calls' output and its tools' and searches' results, arms weighted
+    by their probabilities, an inner loop's by its expected iterations."""
+    g = loop.context_growth_tokens
+    if g is None:
+        return 0.0
+    if g != "auto":
+        return float(g)
+
+    def produced(nodes) -> float:
+        total = 0.0
+        for n in nodes:
+            if isinstance(n, wm.LlmNode):
+                total += wd.mean_of(n.output_tokens)
+            elif isinstance(n, wm.ToolNode):
+                total += n.result_tokens
+            elif isinstance(n, wm.MemorySearchNode):
+                total += n.top_k * n.result_tokens
+            elif isinstance(n, wm.BranchNode):
+                total += sum(a.probability * produced(a.nodes) for a in n.arms)
+            elif isinstance(n, wm.LoopNode):
+                total += wd.mean_of(n.expected_iterations) * produced(n.body)
+        return total
+    return produced(loop.body)
+
+
+def tool_ms(nodes) -> float:
+    """Expected time one pass over `nodes` spends outside LLM calls (tools' latency and CPU work, code):
+    the longest path through them, arms weighted by probability, an inner loop times its expected count.
+    It is how long an LLM call's KV cache waits for the next iteration's call."""
+    ids = {n.id for n in nodes}
+    done: dict = {}
+
+    def own(n) -> float:
+        if isinstance(n, wm.ToolNode):
+            return wd.mean_of(n.latency_ms) + n.cpu_ms
+        if isinstance(n, wm.CodeNode):
+            return n.cpu_ms
+        if isinstance(n, wm.BranchNode):
+            return sum(a.probability * tool_ms(a.nodes) for a in n.arms)
+        if isinstance(n, wm.LoopNode):
+            return wd.mean_of(n.expected_iterations) * tool_ms(n.body)
+        return 0.0
+
+    order = TopologicalSorter({n.id: [r for r in n.inputs if r in ids] for n in nodes}).static_order()
+    by_id = {n.id: n for n in nodes}
+    for nid in order:
+        n = by_id[nid]
+        done[nid] = own(n) + max((done[r] for r in n.inputs if r in ids), default=0.0)
+    return max(done.values(), default=0.0)
 
 
 def _joined_type(values: list[SSAValue]):

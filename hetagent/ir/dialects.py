@@ -195,6 +195,28 @@ OPS: dict[str, tuple[dict[str, str], str, str]] = {
                       "CPU operators fused by `fuse`; `parts` lists the fused nodes' names."),
 }
 
+# Optional attributes: name -> {attribute: (kind, meaning)}. xDSL declares and checks them; upstream IRDL has no
+# optional attributes, and MLIR keeps attributes an op does not declare (discardable), so agent.irdl.mlir lists
+# only the required ones above and upstream tools accept either.
+_DIST = "a distribution: its quantile function as knots [u0, q0, u1, q1, ...] (hetagent.workflow.dist)"
+_LLM_DISTS = {"prompt_dist": (FS, "prompt tokens, " + _DIST), "output_dist": (FS, "output tokens, " + _DIST)}
+_PREFIX = {"prefix_shared": (I, "1: the prompt begins with the previous iteration's context"),
+           "prefix_tokens": (I, "tokens of the prompt the previous iteration's call left in the engine"),
+           "retain_ms": (F, "mean time that call's KV waits for this one (tool calls in between)")}
+OPTIONAL: dict[str, dict[str, tuple[str, str]]] = {
+    "agent.continue": {
+        "reach_probabilities": (FS, "P(iterations >= k), k = 1 .. max, of an iteration distribution (else geometric)"),
+        "context_growth_tokens": (F, "tokens each iteration adds to the prompts of the body's LLM calls"),
+        "tool_ms": (F, "expected tool and code time of one iteration: how long a call's KV waits for the next")},
+    "llm.call": {**_LLM_DISTS, **_PREFIX},
+    "llm.remote": dict(_LLM_DISTS),
+    "llm.prefill": {**_LLM_DISTS, **_PREFIX,
+                    "cached_tokens": (I, "prompt tokens already in the KV cache: prefill computes the rest")},
+    "llm.decode": dict(_LLM_DISTS),
+    "tool.invoke": {"latency_dist": (FS, "external latency in ms, " + _DIST)},
+    "tool.lookup": {"latency_dist": (FS, "external latency in ms, " + _DIST)},
+}
+
 _ATTR_CLASS = {S: StringAttr, I: IntegerAttr, F: FloatAttr, FS: ArrayAttr}
 _IRDL_BASE = {S: '"#builtin.string"', I: '"#builtin.integer"', F: '"#builtin.float"',
               FS: '"#builtin.array"'}
@@ -204,10 +226,11 @@ def _verify_sizes(self) -> None:
     if len({v.type for v in self.operands}) > 1:
         raise VerifyException(f"{self.name} '{self.node.data}': operands must share one type "
                               "(cast with agent.join)")
-    for key, kind in OPS[self.name][0].items():
-        if kind in (I, F) and self.attributes[key].value.data < 0:
-            raise VerifyException(f"{self.name} '{self.node.data}': {key} must be >= 0, "
-                                  f"got {self.attributes[key].value.data}")
+    spec = {**OPS[self.name][0], **{k: v[0] for k, v in OPTIONAL.get(self.name, {}).items()}}
+    for key, kind in spec.items():
+        a = self.attributes.get(key)
+        if a is not None and kind in (I, F) and a.value.data < 0:
+            raise VerifyException(f"{self.name} '{self.node.data}': {key} must be >= 0, got {a.value.data}")
 
 
 def _make_op(name: str, attrs: dict[str, str], results: str, doc: str) -> type[IRDLOperation]:
@@ -215,6 +238,8 @@ def _make_op(name: str, attrs: dict[str, str], results: str, doc: str) -> type[I
                 "node": attr_def(StringAttr), "place": opt_attr_def(PlaceAttr), "verify_": _verify_sizes}
     for key, kind in attrs.items():
         ns[key] = attr_def(_ATTR_CLASS[kind])
+    for key, (kind, _) in OPTIONAL.get(name, {}).items():
+        ns[key] = opt_attr_def(_ATTR_CLASS[kind])
     if results == "one":
         ns["out"] = result_def()
     elif results == "index":
@@ -234,7 +259,7 @@ def op_class(name: str) -> type[IRDLOperation]:
 
 def make(name: str, node: str, inputs=(), result_type=None, **attrs) -> IRDLOperation:
     """Build an operation of the table: make("llm.prefill", "think.prefill", [v], text(1), model=...)."""
-    spec = OPS[name][0]
+    spec = {**OPS[name][0], **{k: v[0] for k, v in OPTIONAL.get(name, {}).items()}}
     attributes = {"node": StringAttr(node)}
     for key, value in attrs.items():
         attributes[key] = to_attr(spec.get(key), value)
@@ -299,7 +324,8 @@ DIALECTS = _dialects()
 def irdl_text() -> str:
     """The IRDL definition of every dialect above (shipped as hetagent/ir/agent.irdl.mlir)."""
     lines = ["// Generated from hetagent/ir/dialects.py by `python -m hetagent.ir.irdl`; do not edit.",
-             "// Check the IR with: iree-opt --irdl-file=hetagent/ir/agent.irdl.mlir module.mlir"]
+             "// Check the IR with: iree-opt --irdl-file=hetagent/ir/agent.irdl.mlir module.mlir",
+             "// Required attributes only: the optional ones (distributions, prefix reuse) are discardable."]
     for dialect in DIALECTS:
         lines.append(f"irdl.dialect @{dialect.name} {{")
         if dialect.name == "agent":

@@ -56,6 +56,9 @@ def _llm(op, cards: _Cards) -> list:
     llm = {"model": a["model"], "prompt_tokens": p, "output_tokens": o}
     ttft = {"ttft_ms": a["ttft_ms"]} if "ttft_ms" in a else {}  # bounds the prefill side
     tbt = {"tbt_ms": a["tbt_ms"]} if "tbt_ms" in a else {}      # bounds the decode side
+    dists = {k: a[k] for k in ("prompt_dist", "output_dist") if k in a}   # sizes ride with both phases
+    shared = {k: a[k] for k in ("prefix_shared", "prefix_tokens", "retain_ms") if k in a} \
+        if a.get("prefix_shared") else {}
     if card.experts:
         moe = dict(llm, experts=card.experts["count"], top_k=card.experts["top_k"])
         act = lambda tokens: d.data(tokens * card.hidden_size * 2)  # noqa: E731  fp16 activations
@@ -74,16 +77,18 @@ def _llm(op, cards: _Cards) -> list:
              {"model": a["model"], "bytes": o * card.hidden_size * 2, "phase": "decode"}),
         ]
     return [
-        ("llm.prefill", "prefill", d.kv(p, kv_bytes), {"model": a["model"], "prompt_tokens": p, **ttft}),
+        ("llm.prefill", "prefill", d.kv(p, kv_bytes),
+         {"model": a["model"], "prompt_tokens": p, **ttft, **dists, **shared}),
         ("llm.kv_transfer", "kv_transfer", d.kv(p, kv_bytes),
          {"model": a["model"], "tokens": p, "kv_bytes": kv_bytes}),
-        ("llm.decode", "decode", d.text(o), dict(llm, **tbt)),
+        ("llm.decode", "decode", d.text(o), dict(llm, **tbt, **dists)),
     ]
 
 
 def _tool(op, cards: _Cards) -> list:
     a = d.op_attrs(op)
-    net = {k: a[k] for k in ("tool", "latency_ms", "latency_cv", "request_bytes", "response_bytes")}
+    net = {k: a[k] for k in ("tool", "latency_ms", "latency_cv", "request_bytes", "response_bytes",
+                             "latency_dist") if k in a}
     return [
         ("tool.lookup", "lookup", d.data(a["response_bytes"]), net),
         ("tool.compute", "compute", op.results[0].type, {"tool": a["tool"], "cpu_ms": a["cpu_ms"]}),

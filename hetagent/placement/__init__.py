@@ -227,11 +227,14 @@ def pools_of(pb: milp.Problem, out, catalog=None) -> tuple[list[Pool], dict]:
             kvp = default_kv_precision(dev, o.option.precision) if grp.llm and dev is not None else \
                 (o.option.precision if grp.llm else None)
             status, scale = _calibration(o.load.costs[heavy])
+            keep = {"kv_retention": o.load.kv_retention, "retained_gb": o.load.retained_gb,
+                    "prefill_saved_share": o.load.prefill_saved_share,
+                    "retained_requests": o.load.retained_requests} if grp.llm else {}
             pools.append(Pool(pid, grp.model if grp.llm else None, kind, o.engine, engine_id, o.device,
                               o.option.tp, o.option.pp, o.option.precision, kvp, o.load.batch,
                               o.load.max_batch, o.load.replicas, names, load, svc,
                               o.load.tbt_ms if phase == "decode" else None, o.load.memory_gb, status,
-                              [svc * scale[0], svc * scale[1]] if scale else None))
+                              [svc * scale[0], svc * scale[1]] if scale else None, **keep))
     return pools, ids
 
 

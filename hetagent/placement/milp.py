@@ -127,16 +127,23 @@ class PoolOption:
         """CPU pools: memory held across the share of devices they occupy."""
         return self.load.memory_gb * max(1.0, self.load.devices)
 
+    @property
+    def kv_retention(self) -> str:
+        return getattr(self.load, "kv_retention", "none")
+
     def label(self) -> str:
         o = self.option
-        return f"{o.device}/tp{o.tp}/pp{o.pp}/{o.precision}/x{self.load.replicas}/{self.engine}"
+        keep = "" if self.kv_retention == "none" else f"/kv-{self.kv_retention}"
+        return f"{o.device}/tp{o.tp}/pp{o.pp}/{o.precision}/x{self.load.replicas}/{self.engine}{keep}"
+
+    def _identity(self) -> tuple:
+        return (self.group, self.engine, self.option, self.load.replicas, self.kv_retention)
 
     def __hash__(self):
-        return hash((self.group, self.engine, self.option, self.load.replicas))
+        return hash(self._identity())
 
     def __eq__(self, other):
-        return isinstance(other, PoolOption) and (self.group, self.engine, self.option, self.load.replicas) \
-            == (other.group, other.engine, other.option, other.load.replicas)
+        return isinstance(other, PoolOption) and self._identity() == other._identity()
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 Keys (ARCHITECTURE.md, "Interfaces every stage keeps"; docs/architecture.md repeats them): version;
 workflows; fleet {device: count}; pools [{id, model, kind, engine, engine_id, device, tp, pp, precision,
-kv_precision, batch, max_batch, replicas, operators, load_rps, latency_ms, tbt_ms, memory_gb}];
+kv_precision, batch, max_batch, replicas, operators, load_rps, latency_ms, tbt_ms, memory_gb, kv_retention,
+retained_gb, prefill_saved_share, retained_requests}];
 placements [{operator, kind, device, tp, pp, batch, replicas, precision, latency_ms, bound, pool}];
 predicted {end_to_end_ms, per_stage_ms, sla_ms, meets_sla, percentile, p50_ms, p95_ms, p99_ms,
 validated}; tco {per_hour, per_million_tokens, per_request, per_thousand_requests, breakdown {device:
@@ -57,9 +58,13 @@ class Pool:
     load_rps: float             # executions per second over all its operators
     latency_ms: float           # one whole execution at `batch` (decode: all output tokens), load-weighted
     tbt_ms: float | None        # decode: one step at the longest context; else None
-    memory_gb: float            # per device of one replica
+    memory_gb: float            # per device of one replica (retained KV included)
     calibration_status: str | None = None
     latency_interval_ms: list | None = None  # [low, high] of latency_ms by its status's interval
+    kv_retention: str | None = None    # LLM pools: none | resident | offload (KV kept across tool calls)
+    retained_gb: float | None = None   # LLM pools: KV held for requests waiting on tools, per device
+    prefill_saved_share: float | None = None   # LLM pools: share of prompt tokens not recomputed
+    retained_requests: int | None = None       # LLM pools: requests that reservation holds, per replica
 
 
 @dataclass
@@ -157,6 +162,12 @@ def format_plan(plan: Plan) -> str:
                          f"{q.tbt_ms:.2f}" if q.tbt_ms is not None else "-"))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         out += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+        for q in plan.pools:
+            if q.kind == "llm.prefill" and q.kv_retention in ("resident", "offload"):
+                where = "in device memory" if q.kv_retention == "resident" else "in host memory"
+                out.append(f"KV kept across tool calls: {q.engine_id} {q.kv_retention}, "
+                           f"{q.prefill_saved_share:.1%} of prompt tokens not recomputed, {q.retained_gb:.2f} GB per "
+                           f"device {where} for up to {q.retained_requests} requests waiting per replica")
     pr = plan.predicted
     sla = pr.get("sla_ms")
     v = pr.get("validated")

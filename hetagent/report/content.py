@@ -206,7 +206,57 @@ def placement(m: dict) -> Section:
         s.blocks.append(("table", ["pool", "engine", "device", "TP x PP", "precision", "replicas",
                                    "batch (slots)", "calls/s", "latency ms (interval)", "TBT ms", "GB/device",
                                    "calibration"], rows))
+    keep = p.get("retention") or []
+    if keep:
+        s.blocks.append(("h3", "KV cache across tool calls"))
+        for r in keep:
+            s.blocks.append(("p", retention_text(r)))
     return s
+
+
+def retention_text(r: dict) -> str:
+    """The retention choice of one LLM engine in words (report.model.retention_section's row)."""
+    name = r["pool"].rsplit("/", 1)[0]
+    where = f"{name} ({'co-located' if r['engine'] == 'colocated' else r['engine']} engine on {r['device']}, " \
+            f"{r['replicas']} replica{'s' if r['replicas'] != 1 else ''})"
+    reuse = (f"{pct(r['reusable_share'])} of its {r['prompt_tokens_per_s']:,.0f} prompt tokens per second are the "
+             "previous iteration's prompt and output, which the engine computed once already")
+    waiting = (r["reused_per_s"] or 0.0) * (r["mean_wait_ms"] or 0.0) / 1e3 / max(1, r["replicas"])
+    held = (f"about {waiting:,.1f} requests per replica wait on their tools at a time (tools and code take "
+            f"{ms(r['mean_wait_ms'])} between two calls on average), and the plan keeps room for "
+            f"{r['retained_requests']} (their 99th percentile), {r['retained_gb']:,.2f} GB per device")
+    mode = r["kv_retention"]
+    if mode == "resident":
+        text = (f"{where} keeps each request's KV cache in device memory while the request waits on its tools "
+                f"(kv_retention: resident). {reuse}; found in the cache they are not computed again, which saves "
+                f"{pct(r['prefill_saved_share'])} of the prompt work. The price is memory: {held} that the batch "
+                "cannot use.")
+    elif mode == "offload":
+        text = (f"{where} moves each request's KV cache to host memory while the request waits on its tools and "
+                f"reloads it over the host link before the next call (kv_retention: offload). {reuse}; reloaded, "
+                f"they are not computed again, which saves {pct(r['prefill_saved_share'])} of the prompt work at "
+                f"the cost of the reload's latency. {held[0].upper() + held[1:]} of host memory; none of the "
+                "device's.")
+    else:
+        why = ("it runs as a disaggregated prefill and decode pair, and a kept KV is priced only on a co-located "
+               "engine" if r["engine"] != "colocated" else "keeping it was not the cheapest way to meet the SLA")
+        text = (f"{where} recomputes the prefix at every call (kv_retention: none): {reuse}, but {why}.")
+    rc = r.get("recompute")
+    if rc is not None and mode != "none":
+        if not rc.get("feasible"):
+            text += " Solved again with every prefix recomputed, no plan meets the SLA: keeping the KV is what makes it."
+        else:
+            d = rc.get("delta_per_hour") or 0.0
+            base = rc["per_hour"] - d
+            if d > 0.005:
+                text += (f" Solved again with every prefix recomputed, the cheapest plan costs {money(rc['per_hour'])}"
+                         f"/hour, {money(d)}/hour ({pct(d / base if base else 0.0)}) more: keeping it pays.")
+            else:
+                text += (f" Solved again with every prefix recomputed, the cheapest plan costs {money(rc['per_hour'])}"
+                         "/hour, no more: here keeping it shortens the prompts rather than the bill.")
+    elif r.get("note"):
+        text += f" ({r['note']}.)"
+    return text
 
 
 def critical_path(m: dict) -> Section:

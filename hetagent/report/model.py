@@ -279,8 +279,50 @@ def pools_section(plan: Plan) -> list[dict]:
                     "max_batch": p.max_batch, "load_rps": p.load_rps, "latency_ms": p.latency_ms,
                     "tbt_ms": p.tbt_ms, "memory_gb": p.memory_gb, "operators": len(p.operators),
                     "calibration_status": p.calibration_status, "latency_interval_ms": p.latency_interval_ms,
-                    "in_flight": in_flight,
+                    "in_flight": in_flight, "kv_retention": p.kv_retention, "retained_gb": p.retained_gb,
+                    "retained_requests": p.retained_requests, "prefill_saved_share": p.prefill_saved_share,
                     "fill": p.batch / p.max_batch if p.max_batch else None})
+    return out
+
+
+def retention_section(plan: Plan, ctx, recompute: dict | None, note: str | None) -> list[dict]:
+    """Per LLM engine whose prompts reuse the previous iteration's prefix: what it keeps across tool calls,
+    what that holds and saves, and the plan solved again with every prefix recomputed (`recompute`)."""
+    reuse: dict = {}          # pool -> [prompt tokens/s, reusable tokens/s, wait x rate, rate] from the graphs
+    if ctx is not None:
+        pool_of = {p.operator: p.pool for p in plan.placements}
+        multi = len(ctx.graphs) > 1
+        for g in ctx.graphs:
+            for op in g.operators:
+                if op.kind != "llm.prefill":
+                    continue
+                pid = pool_of.get(f"{g.workflow}/{op.name}" if multi else op.name)
+                rate = g.rate_rps * op.weight
+                r = reuse.setdefault(pid, [0.0, 0.0, 0.0, 0.0])
+                r[0] += rate * float(op.attrs.get("prompt_tokens", 0) or 0)
+                if (op.attrs.get("prefix_tokens") or 0) > 0:
+                    r[1] += rate * float(op.attrs["prefix_tokens"])
+                    r[2] += rate * float(op.attrs.get("retain_ms", 0) or 0)
+                    r[3] += rate
+    out = []
+    for p in plan.pools or []:
+        if p.kind != "llm.prefill" or p.model is None:
+            continue
+        prompt, reusable, wait, reused = reuse.get(p.id, (0.0, 0.0, 0.0, 0.0))
+        keep = p.kv_retention or "none"
+        if keep == "none" and reusable <= 0:
+            continue
+        row = {"pool": p.id, "engine": p.engine, "device": p.device, "replicas": p.replicas, "kv_retention": keep,
+               "retained_gb": p.retained_gb, "retained_requests": p.retained_requests,
+               "prefill_saved_share": p.prefill_saved_share, "prompt_tokens_per_s": prompt,
+               "reusable_share": reusable / prompt if prompt else 0.0,
+               "mean_wait_ms": wait / reused if reused else None, "reused_per_s": reused,
+               "recompute": None, "note": note}
+        if recompute is not None:
+            row["recompute"] = dict(recompute, delta_per_hour=(recompute["per_hour"] - plan.tco["per_hour"])
+                                    if recompute.get("feasible") and plan.tco.get("per_hour") is not None
+                                    else None)
+        out.append(row)
     return out
 
 
@@ -584,7 +626,13 @@ def build(plan, *, sweeps: bool = True, budget_s: float = 120.0, points: int = 8
                      "figures only (no Pareto curve, no sensitivity)")
     budget = resolve.Budget(budget_s)
     alts = pareto = sens = None
+    recompute = keep_note = None
     alt_note = pareto_note = sens_note = None
+    if ctx is not None and any((p.kv_retention or "none") != "none" for p in plan_obj.pools or []):
+        say("solving again with every prefix recomputed")      # what keeping the KV is worth (one solve)
+        t = time.monotonic()
+        recompute, keep_note = resolve.without_retention(ctx, budget)
+        timings["retention_s"] = time.monotonic() - t
     if ctx is not None and sweeps:
         say("solving every homogeneous fleet again")
         t = time.monotonic()
@@ -607,6 +655,7 @@ def build(plan, *, sweeps: bool = True, budget_s: float = 120.0, points: int = 8
     measured = read_run(run_raw, run_src)
 
     place = placement_section(plan_obj, ctx)
+    place["retention"] = retention_section(plan_obj, ctx, recompute, keep_note)
     alt = alternatives_section(plan_obj, alts, alt_note)
     shown = list(dict.fromkeys([d for d in plan_obj.fleet] + [b.device for b in plan_obj.baselines]))
     rec = recommendation(plan_obj, ctx)

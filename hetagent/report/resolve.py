@@ -151,7 +151,8 @@ def plan_choice(ctx: Context, plan) -> dict | None:
             if e.engine != "single" else "other"
         hit = [o for o in ctx.prep_all.options.get(gid, [])
                if o.engine == e.engine and (o.device, o.option.tp, o.option.pp, o.option.precision,
-                                            o.load.replicas) == (e.device, e.tp, e.pp, e.precision, e.replicas)]
+                                            o.load.replicas) == (e.device, e.tp, e.pp, e.precision, e.replicas)
+               and o.kv_retention == (getattr(e, "kv_retention", None) or "none")]
         if not hit:
             return None
         choice[(gid, phase)] = hit[0]
@@ -218,6 +219,37 @@ def alternatives(ctx: Context, budget: Budget) -> tuple[list[dict], str | None]:
             row["_choice"] = b.outcome.choice
         out.append(row)
     return out, None
+
+
+def without_retention(ctx: Context, budget: Budget) -> tuple[dict | None, str | None]:
+    """The plan's problem solved again with every prefix recomputed: no engine keeps a request's KV across
+    its tool calls (the cost table without its `cached` figures, so no retention is offered). None when no
+    prompt reuses a prefix."""
+    from hetagent.placement.solve import solve_problem
+    if not ctx.tables or not any(not isinstance(c, str) and c.detail.get("cached")
+                                 for t in ctx.tables for row in t.values() for c in row.values()):
+        return None, None
+    if budget.spent():
+        return None, "the time budget ran out before the plan was solved again without KV retention"
+    rows: dict = {}
+
+    def bare(row):
+        if id(row) not in rows:       # rows shared by operators (loop copies) stay shared
+            rows[id(row)] = {o: c if isinstance(c, str) or "cached" not in c.detail else
+                             replace(c, detail={k: v for k, v in c.detail.items() if k != "cached"})
+                             for o, c in row.items()}
+        return rows[id(row)]
+    tables = [{op: bare(row) for op, row in t.items()} for t in ctx.tables]
+    out = solve_problem(replace(ctx.problem, tables=tables, cache={}), None, budget.limit(ctx.time_limit_s),
+                        ctx.gap)
+    if out.evaluation is None:
+        return {"feasible": False}, None
+    ev = out.evaluation
+    llm = {o.group: o for o in out.choice.values() if ctx.problem and o.group in out.prep.groups
+           and out.prep.groups[o.group].llm}
+    return {"feasible": True, "per_hour": ev.per_hour, "end_to_end_ms": max(ev.end_to_end_ms),
+            "pools": {g: {"engine": o.engine, "device": o.device, "replicas": o.load.replicas,
+                          "label": o.label()} for g, o in sorted(llm.items())}}, None
 
 
 def pareto_curve(ctx: Context, plan, alts: list[dict], budget: Budget,

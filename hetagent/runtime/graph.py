@@ -27,6 +27,7 @@ class Loop:
     key: str            # scope prefix + loop id, e.g. "agent" or "research_a.dig"
     q: float            # continue probability
     max_iterations: int
+    reach: list | None = None   # P(iterations >= k) of an iteration distribution (else geometric with q)
 
 
 @dataclass
@@ -82,8 +83,12 @@ class RtGraph:
         its = {}
         for key, lp in self.loops.items():
             n = 1
-            while n < lp.max_iterations and rng.random() < lp.q:
-                n += 1
+            if lp.reach is not None:
+                u = rng.random()
+                n = max(1, sum(1 for r in lp.reach if u < r))
+            else:
+                while n < lp.max_iterations and rng.random() < lp.q:
+                    n += 1
             its[key] = n
         arms = {key: _pick(br.probabilities, rng) for key, br in self.branches.items()}
         return {"iterations": its, "arms": arms}
@@ -114,6 +119,7 @@ def _structure(wf, prefix: str, loops: dict, branches: dict, arm_of: dict, base_
     Loops get the copies `unroll` made: `has_sla` (the main workflow has one) and the enclosing
     workflow's `sla_iterations` decide where it folded a long loop's tail."""
     from hetagent.passes.unroll import continue_probability, materialized_copies
+    from hetagent.workflow.dist import Dist, count_reach
     if depth > 8:
         return
     if hasattr(wf, "nodes"):      # a workflow, not a list of nodes: its own sla_iterations
@@ -124,10 +130,16 @@ def _structure(wf, prefix: str, loops: dict, branches: dict, arm_of: dict, base_
         if kind == "loop":
             key = prefix + node.id
             n = node.max_iterations
-            made = materialized_copies(node.expected_iterations, n,
-                                       min(n, sla_iterations or n) if has_sla else 0)
-            copies = n if made >= n else made + 1   # unroll's copies, the last a folded tail
-            loops[key] = Loop(key, continue_probability(node.expected_iterations, n), copies)
+            on_path = min(n, sla_iterations or n) if has_sla else 0
+            it = node.expected_iterations
+            if isinstance(it, Dist):      # unroll makes a copy per reachable count (or SLA copy)
+                reach = count_reach(it, n)
+                copies = min(n, max(len(reach), on_path))
+                loops[key] = Loop(key, 0.0, copies, reach)
+            else:
+                made = materialized_copies(it, n, on_path)
+                copies = n if made >= n else made + 1   # unroll's copies, the last a folded tail
+                loops[key] = Loop(key, continue_probability(it, n), copies)
             for k in range(1, copies + 1):
                 _structure(node.body, f"{key}.it{k}.", loops, branches, arm_of, base_dir, depth + 1,
                            has_sla, sla_iterations)

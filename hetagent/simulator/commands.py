@@ -155,21 +155,25 @@ def summarize(m: sim_model.SimModel, res: simulator.SimResult, source: dict, win
             d["mean_batch"] = p["items"] / p["batches"]
         if p["type"] == "decode" and p["busy_ms"] > 0:
             d["mean_batch"] = p["occupancy_ms"] / p["busy_ms"]
+        if "prefill_tokens" in p:         # prompt tokens computed and found cached, per second of the window
+            done_tok = p["prefill_tokens"] + p["prefill_cached"]
+            d["prefill"] = {"computed_per_s": p["prefill_tokens"] / window_s,
+                            "cached_per_s": p["prefill_cached"] / window_s,
+                            "saved_share": p["prefill_cached"] / done_tok if done_tok else 0.0}
+        if "retained" in p:
+            d["retained"] = p["retained"]
         pools[p["name"]] = d
     out["pools"] = pools
     # tokens per second over the arrival window, counted for finished requests
+    P, O = res.extra.get("sizes", ({}, {}))
     ptok = gtok = 0.0
     for j, op in enumerate(m.ops):
         if op.kind not in ("llm.prefill", "llm.decode", "llm.remote"):
             continue
         ran = res.masks[:, j] & fin
-        st = m.stations[j]
-        if st.variable in ("prefill", "decode", "remote") and res.prompt is not None:
-            p_j, o_j = res.prompt[ran].sum(), res.output[ran].sum()
-        else:
-            k = ran.sum()
-            p_j = k * float(op.attrs.get("prompt_tokens", 0) or 0)
-            o_j = k * float(op.attrs.get("output_tokens", 0) or 0)
+        k = ran.sum()
+        p_j = P[j][ran].sum() if j in P else k * float(op.attrs.get("prompt_tokens", 0) or 0)
+        o_j = O[j][ran].sum() if j in O else k * float(op.attrs.get("output_tokens", 0) or 0)
         if op.kind in ("llm.prefill", "llm.remote"):
             ptok += p_j
         if op.kind in ("llm.decode", "llm.remote"):
@@ -247,6 +251,15 @@ def format_report(r: dict, width: int = 50) -> str:
                      f"{p['mean_queue']:.2f}", str(p["max_queue"]),
                      f"{p['mean_batch']:.1f}" if "mean_batch" in p else "-"))
     lines += _table(rows)
+    for name, p in r["pools"].items():
+        if "prefill" in p and p["prefill"]["cached_per_s"] > 0:
+            kept = p.get("retained") or {}
+            lines.append(f"{name}: prompt tokens/s computed {p['prefill']['computed_per_s']:,.0f}, found cached "
+                         f"{p['prefill']['cached_per_s']:,.0f} ({p['prefill']['saved_share']:.1%} saved); KV kept "
+                         f"across tool calls: {kept.get('mean_gb_per_replica', 0):.2f} GB per replica on average, "
+                         f"at most {kept.get('max_requests', 0)} requests at once"
+                         + (f" of {kept['cap']}" if kept.get("cap") is not None else "")
+                         + f", {kept.get('evicted', 0)} dropped for lack of room")
     sim = r["simulator"]
     lines.append(f"({sim['events']} events in {sim['wall_s']:.1f} s)")
     return "\n".join(lines)

@@ -22,7 +22,7 @@ from heapq import heappop, heappush
 
 import numpy as np
 
-from hetagent.simulator.model import SimModel, active_masks
+from hetagent.simulator.model import SimModel, active_masks, draw_sizes
 
 DELAY, MULTI, BATCH, DECODE = 0, 1, 2, 3
 _TYPES = {"delay": DELAY, "multi": MULTI, "batch": BATCH, "decode": DECODE}
@@ -115,7 +115,7 @@ def run(model: SimModel, arrivals_s, rng: np.random.Generator, *, prompt_tokens=
     else:
         inverse, pats = np.zeros(0, dtype=int), []
     pat_of = inverse.tolist()
-    # ---- per-request sizes of the main LLM call
+    # ---- per-request sizes of the main LLM call (a trace's)
     main = model.main_llm
     prompt = output = None
     if prompt_tokens is not None and main["name"] is not None:
@@ -144,22 +144,54 @@ def run(model: SimModel, arrivals_s, rng: np.random.Generator, *, prompt_tokens=
     tok = [None] * M               # per request tokens for batch/decode stations of the main call
     outs = [None] * M
     for j, s in enumerate(stations):
-        if s.lognormal is not None:
+        if s.latency_dist is not None:
+            svc_list[j] = (s.latency_dist.sample(rng, n) + s.lognormal[2]).tolist()
+        elif s.lognormal is not None:
             mean, cv, extra = s.lognormal
             svc_list[j] = (_lognormal(rng, mean, cv, n) + extra).tolist()
-    if prompt is not None:
-        pl, ol = prompt.tolist(), output.tolist()
-        for j, s in enumerate(stations):
-            if s.variable == "prefill":
-                tok[j] = pl
-            elif s.variable == "decode":
-                tok[j] = (prompt + output / 2.0).tolist()
-                outs[j] = ol
-            elif s.variable == "kv":
-                svc_list[j] = [s.service(1, p) for p in pl] if s.fixed_ms else None
-            elif s.variable == "remote":
-                svc_list[j] = [s.service(1, o) for o in ol]
+    P, O = draw_sizes(model, n, rng, prompt, output)     # every LLM operator whose sizes vary
+    for j, s in enumerate(stations):
+        if j not in P and j not in O:
+            continue
+        pj = P.get(j, np.full(n, float(s.nominal_prompt)))
+        oj = O.get(j, np.full(n, float(s.nominal_output)))
+        if s.part == "prefill":
+            tok[j] = pj.tolist()
+        elif s.part == "decode":
+            tok[j] = (pj + oj / 2.0).tolist()
+            outs[j] = oj.tolist()
+        elif s.part == "kv":
+            svc_list[j] = [s.service(1, p) for p in pj.tolist()] if s.fixed_ms else None
+        elif s.part == "remote":
+            svc_list[j] = [s.service(1, o) for o in oj.tolist()]
+    # ---- KV kept across tool calls: a prompt's prefix held from its previous call's end to its start
+    retained = [j for j, s in enumerate(stations) if s.retain]
+    next_of = {stations[j].prev[1]: j for j in retained}           # previous decode -> the prompt after it
+    holding: dict = {}           # (request, prompt) -> cached tokens it will not recompute
+    reloaded: set = set()
+    held = [0] * len(pools)
+    held_gb = [0.0] * len(pools)
+    held_area = [0.0] * len(pools)      # integral of held GB over time
+    held_last = [0.0] * len(pools)
+    held_max = [0] * len(pools)
+    evicted = [0] * len(pools)
+    pre_tokens = [0.0] * len(pools)     # prompt tokens computed
+    pre_cached = [0.0] * len(pools)     # prompt tokens found in the cache
+    nom_prompt = [float(s.nominal_prompt) for s in stations]
+    nom_output = [float(s.nominal_output) for s in stations]
+
+    def size(arrs, j, rid, nominal):
+        a = arrs.get(j)
+        return float(a[rid]) if a is not None else nominal[j]
+
+    def hold_change(k, t, dgb, dn):
+        held_area[k] += held_gb[k] * (t - held_last[k])
+        held_last[k] = t
+        held_gb[k] += dgb
+        held[k] += dn
+        held_max[k] = max(held_max[k], held[k])
     reps = [[_Rep(k) for _ in range(p.servers)] if p.type == "decode" else None for k, p in enumerate(pools)]
+    reload = [s.reload_ms for s in stations]
     nom_out = [max(1, s.nominal_output) for s in stations]
     nom_ctx = [s.nominal_prompt + s.nominal_output / 2.0 for s in stations]
     stage = [[] for _ in range(M)]
@@ -178,6 +210,17 @@ def run(model: SimModel, arrivals_s, rng: np.random.Generator, *, prompt_tokens=
         nonlocal seq
         r = rdy[rid]
         stage[j].append(t - r[j])
+        q = next_of.get(j)
+        if q is not None and masks[rid, q]:      # this call's KV waits for the next iteration's prompt
+            sq, k = stations[q], pool_of[q]
+            p_prev, p_next = size(P, sq.prev[0], rid, nom_prompt), size(P, q, rid, nom_prompt)
+            cached = max(0.0, min(p_prev + size(O, j, rid, nom_output), p_next - 1.0))
+            cap_k = pools[k].retain_cap
+            if cap_k is not None and held[k] >= cap_k:
+                evicted[k] += 1               # no room: dropped, the prompt is computed whole
+            elif cached > 0:
+                holding[(rid, q)] = cached
+                hold_change(k, t, cached * sq.kv_gb_per_token, 1)
         left[rid] -= 1
         if left[rid] == 0:
             done[rid] = t
@@ -219,6 +262,11 @@ def run(model: SimModel, arrivals_s, rng: np.random.Generator, *, prompt_tokens=
                 maxq[k] = len(q)
         elif ty == DECODE:
             if is_prefill[j]:
+                if reload[j] > 0 and (rid, j) in holding and (rid, j) not in reloaded:
+                    reloaded.add((rid, j))        # offload: the prefix comes back from host memory first
+                    seq += 1
+                    heappush(heap, (t + reload[j], seq, 4, rid, j))
+                    return
                 prefills[k].append((rid, j, t))
                 maxq[k] = max(maxq[k], len(prefills[k]))
                 start_prefill(k, t)
@@ -268,6 +316,8 @@ def run(model: SimModel, arrivals_s, rng: np.random.Generator, *, prompt_tokens=
             kk = len(items)
             busy[k] += 1
             tk = tok[j]
+            if stations[j].part == "prefill":
+                pre_tokens[k] += sum(tk[i] for i, _, _ in items) if tk is not None else kk * nom_prompt[j]
             s = service[j](kk, sum(tk[i] for i, _, _ in items) / kk) if tk is not None else service[j](kk)
             busy_ms[k] += s
             nbatch[k] += 1
@@ -323,7 +373,19 @@ def run(model: SimModel, arrivals_s, rng: np.random.Generator, *, prompt_tokens=
             j, items = take(q, bmax[k])
             kk = len(items)
             tk = tok[j]
-            s = service[j](kk, sum(tk[i] for i, _, _ in items) / kk) if tk is not None else service[j](kk)
+            cached = 0.0
+            for i, _, _ in items:
+                c = holding.pop((i, j), 0.0)
+                if c:
+                    hold_change(k, t, -c * stations[j].kv_gb_per_token, -1)
+                    cached += c
+            prompt_sum = sum(tk[i] for i, _, _ in items) if tk is not None else kk * nom_prompt[j]
+            pre_tokens[k] += prompt_sum - cached
+            pre_cached[k] += cached
+            if cached:
+                s = service[j](kk, prompt_sum / kk, cached / kk)
+            else:
+                s = service[j](kk, prompt_sum / kk) if tk is not None else service[j](kk)
             advance(rep, t)
             base = service[step_op[k]](rep.n, rep.ctx / rep.n) if rep.n else 0.0
             rep.prefilling, rep.extra = True, s
@@ -444,6 +506,12 @@ def run(model: SimModel, arrivals_s, rng: np.random.Generator, *, prompt_tokens=
             d["batches"], d["items"] = nbatch[k], nitems[k]
         if p.type == "decode":
             d["occupancy_ms"] = sum(r.occ for r in reps[k])
+        if pre_tokens[k] or pre_cached[k]:
+            d["prefill_tokens"], d["prefill_cached"] = pre_tokens[k], pre_cached[k]
+        if any(stations[j].retain for j in p.members):
+            hold_change(k, end, 0.0, 0)
+            d["retained"] = {"mean_gb_per_replica": held_area[k] / end / max(1, p.servers) if end > 0 else 0.0,
+                             "max_requests": held_max[k], "evicted": evicted[k], "cap": p.retain_cap}
         out_pools.append(d)
     return SimResult(arr_np, np.asarray(done, dtype=float), stage, out_pools, masks, counts, arms, prompt,
-                     output, end, time.perf_counter() - wall0, events)
+                     output, end, time.perf_counter() - wall0, events, {"sizes": (P, O)})

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from hetagent.errors import HetagentError, InputError
+from hetagent.workflow.dist import from_attr
 
 CTX_BUCKET = 1.1        # geometric context / prompt buckets for service-time tables (10% wide)
 DELAY_KINDS = {"llm.kv_transfer", "llm.remote"}
@@ -59,23 +60,34 @@ class Station:
     factor: float = 1.0           # calibration to measured stage times (calibrate())
     pool: int = -1                # index of its SimPool
     phase: str = ""               # "prefill" for a prompt on a co-located engine
+    part: str = ""                # an LLM call's part: prefill | decode | kv | remote
+    dists: dict = field(default_factory=dict)   # "prompt" / "output": the IR's distributions (Dist)
+    latency_dist: object = None   # tool.lookup: its latency distribution (Dist), else the lognormal
+    retain: str | None = None     # a prompt whose prefix its engine keeps: "resident" | "offload"
+    prev: tuple | None = None     # (prefill, decode) of the same call's previous iteration
+    reload_ms: float = 0.0        # offload: the prefix's reload from host memory
+    kv_gb_per_token: float = 0.0  # retained KV per token, per device
     _memo: dict = field(default_factory=dict)
 
     @property
     def name(self) -> str:
         return self.op.name
 
-    def service(self, k: int, tokens: float = 0.0) -> float:
-        """batch: ms for a batch of k at `tokens` prompt (bucketed); decode: ms per step at k active."""
-        v = self._memo.get((k, tokens, None))        # the exact arguments seen before: no bucketing
+    def service(self, k: int, tokens: float = 0.0, cached: float = 0.0) -> float:
+        """batch: ms for a batch of k at `tokens` prompt (bucketed), `cached` of them already in the KV
+        cache; decode: ms per step at k active."""
+        v = self._memo.get((k, tokens, cached, None))     # the exact arguments seen before: no bucketing
         if v is not None:
             return v
         b = _bucket(tokens) if tokens else 0
-        key = (k, b)
+        c = _bucket(cached) if cached >= 1 else 0
+        key = (k, b, c)
         v = self._memo.get(key)
         if v is None:
-            v = self._memo[key] = self.cost_fn(k, CTX_BUCKET ** b if b else 0) * self.factor
-        self._memo[(k, tokens, None)] = v
+            t = CTX_BUCKET ** b if b else 0
+            v = (self.cost_fn(k, t, min(CTX_BUCKET ** c, t - 1)) if c else self.cost_fn(k, t)) * self.factor
+            self._memo[key] = v
+        self._memo[(k, tokens, cached, None)] = v
         return v
 
 
@@ -93,6 +105,7 @@ class SimPool:
     device: str
     members: list                 # operator indices
     colocated: bool = False       # decode pool that also runs its model's prefills
+    retain_cap: int | None = None  # resident KV retention: requests whose KV it can keep (else unbounded)
 
 
 @dataclass
@@ -350,7 +363,14 @@ def build(plan, workflow: str | None = None) -> SimModel:
     for part in ("prefill", "decode", "kv", "remote"):
         for i in main[part]:
             stations[i].variable = part
+    parts = {"llm.prefill": "prefill", "llm.decode": "decode", "llm.kv_transfer": "kv", "llm.remote": "remote"}
+    for st in stations:
+        st.part = parts.get(st.op.kind, "")
+        for key in ("prompt", "output"):
+            if f"{key}_dist" in st.op.attrs:
+                st.dists[key] = from_attr(st.op.attrs[f"{key}_dist"])
     pools = _pools(d.get("pools") or [], stations)
+    _retention(d.get("pools") or [], stations, pools, idx, devices)
     sla = inputs.get("sla_ms") if inputs.get("sla_ms") is not None else graph.sla_ms
     rate = inputs.get("rate") if inputs.get("rate") is not None else graph.rate_rps
     if qualified and inputs.get("rate") is None:
@@ -359,6 +379,77 @@ def build(plan, workflow: str | None = None) -> SimModel:
     return SimModel(graph.workflow, ops, stations, preds, {}, guards, main, sla,
                     float(graph.sla_percentile or 95.0), float(rate or 1.0),
                     float((d.get("tco") or {}).get("per_hour") or 0.0), transfer, devices, pools)
+
+
+def _retention(entries: list, stations: list, pools: list, idx: dict, devices: dict) -> None:
+    """Prompts whose engine keeps their prefix (the plan's `kv_retention`): the previous iteration's call
+    they share it with, the reload time (offload) and the retained KV per token, from the cost model at
+    the pool's configuration; a resident pool's cap, `retained_requests` per replica."""
+    from hetagent.costmodel import operators as om
+    from hetagent.costmodel.types import DeviceOption
+    by_id = {e["id"]: e for e in entries}
+    for st in stations:
+        e = by_id.get(st.placement.get("pool"))
+        prefix = int(st.op.attrs.get("prefix_tokens", 0) or 0)
+        if e is None or st.op.kind != "llm.prefill" or prefix <= 0 or e.get("kv_retention") not in (
+                "resident", "offload"):
+            continue
+        prev = _previous_copy(st.name)
+        if prev is None or prev + ".prefill" not in idx or prev + ".decode" not in idx:
+            continue
+        st.retain = e["kv_retention"]
+        st.prev = (idx[prev + ".prefill"], idx[prev + ".decode"])
+        opt = DeviceOption(e["device"], int(e.get("tp") or 1), int(e.get("pp") or 1), 1, e.get("precision") or "fp16")
+        try:
+            got = om.cost(st.op, opt, devices).detail.get("cached") or {}
+        except HetagentError:
+            got = {}
+        st.kv_gb_per_token = float(got.get("kv_gb", 0.0)) / max(1, int(got.get("cached_tokens", 1) or 1))
+        st.reload_ms = float(got.get("reload_ms") or 0.0) if st.retain == "offload" else 0.0
+        pool = pools[st.pool]
+        if st.retain == "resident" and e.get("retained_requests") is not None:
+            pool.retain_cap = int(e["retained_requests"]) * max(1, int(e.get("replicas") or 1))
+
+
+def _previous_copy(name: str) -> str | None:
+    """'react.it3.reason.prefill' -> 'react.it2.reason': the same call one iteration earlier (the innermost
+    loop's copy: the last `it<k>` segment), None in a first copy."""
+    segs = name.split(".")
+    for i in range(len(segs) - 2, -1, -1):
+        m = _IT.match(segs[i])
+        if m:
+            k = int(m.group(1))
+            if k <= 1:
+                return None
+            return ".".join(segs[:i] + [f"it{k - 1}"] + segs[i + 1:-1])
+    return None
+
+
+def draw_sizes(model: SimModel, n: int, rng: np.random.Generator, prompt_tokens=None, output_tokens=None):
+    """Per request, the prompt (P) and output (O) tokens of every LLM operator whose sizes vary: {op index:
+    array}. A call's prompt is drawn once per request (one uniform for all its loop copies, so copy k is
+    copy 1's draw plus (k-1) x the loop's growth, as the IR's shifted distributions say); each execution's
+    output is drawn on its own. A trace's token counts (prompt_tokens, output_tokens) set the main call's.
+    No draw is made for a workflow without distributions (its runs stay as they were)."""
+    P, O = {}, {}
+    calls: dict = {}
+    for j, st in enumerate(model.stations):
+        if "prompt" in st.dists:
+            calls.setdefault(_call_key(st.name), []).append(j)
+    for key in sorted(calls):
+        u = rng.random(n)
+        for j in calls[key]:
+            P[j] = model.stations[j].dists["prompt"].quantile(u)
+    for j, st in enumerate(model.stations):
+        if "output" in st.dists and st.part in ("decode", "remote"):
+            O[j] = st.dists["output"].sample(rng, n)
+    if prompt_tokens is not None and model.main_llm["name"] is not None:
+        for part in ("prefill", "decode", "kv", "remote"):
+            for j in model.main_llm[part]:
+                P[j] = np.asarray(prompt_tokens, dtype=float)
+                if part in ("decode", "remote"):
+                    O[j] = np.asarray(output_tokens, dtype=float)
+    return P, O
 
 
 def _pools(entries: list, stations: list) -> list:
@@ -471,6 +562,8 @@ def _station(i, op, p, devices, profiles, om, ops, preds, placements, anchored: 
             mean = float(op.attrs.get("latency_ms", 0) or 0)
             cv = float(op.attrs.get("latency_cv", 0) or 0)
             st.lognormal = (mean, cv, max(0.0, base.latency_ms * scale - mean))
+            if "latency_dist" in op.attrs:
+                st.latency_dist = from_attr(op.attrs["latency_dist"])
         else:
             st.servers = replicas * cores
         st.fixed_ms = base.latency_ms * scale
@@ -494,19 +587,24 @@ def _station(i, op, p, devices, profiles, om, ops, preds, placements, anchored: 
         return st
     # batch stations: a batch of k at `tokens` prompt tokens (0: the operator's own size)
 
-    def whole(k, tokens):
-        attrs = None
+    plain = {k: v for k, v in op.attrs.items() if k != "prefix_tokens"}   # its reuse is the pool's, below
+
+    def whole(k, tokens, cached=0):
+        attrs = dict(plain)
         if tokens and kind == "llm.prefill":
-            attrs = dict(op.attrs, prompt_tokens=max(1, round(tokens)))
+            attrs["prompt_tokens"] = max(1, round(tokens))
+        if cached and kind == "llm.prefill":
+            attrs["cached_tokens"] = max(0, round(cached))
         try:
             return price(replace(opt, batch=k), attrs).latency_ms * scale
         except HetagentError:
             pass
         try:              # a size the cost model refuses at this batch (memory): scale the nominal one
-            ref = price(replace(opt, batch=k)).latency_ms * scale
+            ref = price(replace(opt, batch=k), plain).latency_ms * scale
         except HetagentError:   # nor the batch: the batch runs as k single executions
-            ref = k * price(replace(opt, batch=1)).latency_ms * scale
-        return ref * (tokens / prompt if tokens and prompt else 1.0)
+            ref = k * price(replace(opt, batch=1), plain).latency_ms * scale
+        new = (tokens or prompt) - (cached or 0)
+        return ref * (new / prompt if prompt else 1.0)
     st.cost_fn = whole
     return st
 
@@ -582,6 +680,8 @@ def calibrate(model: SimModel, report) -> dict:
             if st.lognormal is not None:
                 mean, cv, extra = st.lognormal
                 st.lognormal = (mean * f, cv, extra * f)
+            if st.latency_dist is not None:
+                st.latency_dist = st.latency_dist.scaled(f)
             out[st.name] = f
         elif st.type in ("delay", "multi") and m > 0:
             st.fixed_ms = m

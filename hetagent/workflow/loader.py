@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from hetagent import configs
 from hetagent.errors import WorkflowError
 from hetagent.workflow import safeyaml
-from hetagent.workflow.model import (MAX_LOOP_COPIES, NODE_KINDS, BranchNode, CodeNode, LoopNode,
+from hetagent.workflow.model import (MAX_LOOP_COPIES, NODE_KINDS, BranchNode, CodeNode, LlmNode, LoopNode,
                                      SubAgentNode, Workflow)
 
 MODEL_FIELDS = ("model", "embed_model")
@@ -161,6 +161,7 @@ def _check(wf: Workflow, located, base_dir: Path, config_dir, stack: tuple,
                 fail(n.id, f"branch probabilities sum to {total:g}, not 1", "arms")
 
     _check_scopes(wf.nodes, (), fail)
+    _check_prefix(wf.nodes, False, fail)
 
     for n in wf.walk():
         if isinstance(n, SubAgentNode):
@@ -290,6 +291,26 @@ def _depends_on(node: str, container: str, deps: dict, topo: dict) -> bool:
                 seen.add(y)
                 stack.append(y)
     return False
+
+
+def _check_prefix(nodes, grows: bool, fail) -> None:
+    """`prefix_shared: true` needs the innermost loop around it to grow its context (the shared prefix is
+    that loop's previous iteration's context) and a self-hosted model (a hosted API's caching is its
+    provider's)."""
+    for n in nodes:
+        if isinstance(n, LlmNode) and n.prefix_shared:
+            if not grows:
+                fail(n.id, "prefix_shared needs an enclosing loop with `context_growth_tokens` (the shared "
+                           "prefix is the innermost loop's previous iteration's prompt and output); set it on "
+                           "the loop, e.g. `context_growth_tokens: auto`", "prefix_shared")
+            if n.hosted is not None:
+                fail(n.id, "prefix_shared applies to self-hosted models; a hosted API caches prompts on its "
+                           "provider's side", "prefix_shared")
+        if isinstance(n, LoopNode):
+            _check_prefix(n.body, n.context_growth_tokens not in (None, 0), fail)
+        elif isinstance(n, BranchNode):
+            for arm in n.arms:
+                _check_prefix(arm.nodes, grows, fail)
 
 
 def _children(n) -> list[list]:

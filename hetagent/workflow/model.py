@@ -13,9 +13,12 @@ so editors can complete and check workflow files. Node kinds are a discriminated
 """
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, PrivateAttr, WithJsonSchema,
+                      model_validator)
+
+from hetagent.workflow import dist as _dist
 
 # Bounds on every number: far beyond real use, far below what breaks the IR (sizes are int64 attributes,
 # and products such as top_k x result_tokens must fit) or the arithmetic after it (inf, NaN).
@@ -24,11 +27,47 @@ MAX_SIZE = 10**12             # bytes, vectors in an index, iterations
 MAX_FIGURE = 1e12             # times (ms, s), prices, speeds
 NonNeg = Annotated[float, Field(ge=0, le=MAX_FIGURE, allow_inf_nan=False)]
 NonNegInt = Annotated[int, Field(ge=0, le=MAX_SIZE)]
-Tokens = Annotated[int, Field(ge=0, le=MAX_TOKENS)]
+MAX_LOOP_COPIES = 1000   # `unroll` makes at most this many copies of a loop body; a longer loop's
+                         # unlikely tail is folded, but its SLA path is checked copy by copy
 Positive = Annotated[float, Field(gt=0, le=MAX_FIGURE, allow_inf_nan=False)]
 Ref = Annotated[str, Field(min_length=1, description="id of another node")]
 NodeId = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$",
                              description="unique id of this node, used by `inputs` of other nodes")]
+
+
+def _distributed(integer: bool, minimum: float, maximum: float, dist_maximum: float | None = None):
+    """A field holding a number or a distribution (hetagent.workflow.dist): validated into an int/float or a
+    Dist, written back as given."""
+    num = {"type": "integer" if integer else "number", "minimum": minimum, "maximum": maximum}
+    schema = {"anyOf": [
+        num,
+        {"type": "object", "additionalProperties": False, "required": ["mean"],
+         "properties": {"mean": num, "p50": num, "p95": num, "p99": num},
+         "description": "a mean and any of its percentiles"},
+        {"type": "object", "additionalProperties": False, "required": ["histogram"],
+         "properties": {"histogram": {"type": "array", "minItems": 1, "items": {
+             "type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "number", "minimum": 0}}}},
+         "description": "[value, weight] pairs"}]}
+    return Annotated[Any, PlainValidator(lambda v: _dist.parse(v, integer=integer, minimum=minimum, maximum=maximum,
+                                                             dist_maximum=dist_maximum)),
+                     PlainSerializer(lambda v: v.source if isinstance(v, _dist.Dist) else v),
+                     WithJsonSchema(schema)]
+
+
+def _growth(v):
+    if v is None or v == "auto":
+        return v
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= MAX_TOKENS:
+        raise ValueError(f"expected a number of tokens (0 to {MAX_TOKENS:g}) or `auto`")
+    return v
+
+
+Growth = Annotated[Any, PlainValidator(_growth), WithJsonSchema(
+    {"anyOf": [{"type": "number", "minimum": 0}, {"const": "auto"}, {"type": "null"}]})]
+Tokens = _distributed(True, 0, MAX_TOKENS)       # a token count or its distribution
+Millis = _distributed(False, 0, MAX_FIGURE)      # a latency or its distribution
+# a loop's iteration count or its distribution; a distribution's copies are all made (no folded tail)
+Iterations = _distributed(False, 1, MAX_SIZE, dist_maximum=MAX_LOOP_COPIES)
 
 
 class _Strict(BaseModel):
@@ -103,8 +142,13 @@ class LlmNode(_Node):
     kind: Literal["llm"]
     model: str | None = Field(None, description="model card id (configs/models), self-hosted")
     hosted: HostedModel | None = Field(None, description="a hosted model instead of `model`")
-    prompt_tokens: Tokens = Field(description="prompt length in tokens (context included)")
-    output_tokens: Tokens = Field(description="generated tokens")
+    prompt_tokens: Tokens = Field(description=(
+        "prompt length in tokens (context included), a number or a distribution; in a loop with "
+        "`context_growth_tokens`, the first iteration's"))
+    output_tokens: Tokens = Field(description="generated tokens, a number or a distribution")
+    prefix_shared: bool | None = Field(None, description=(
+        "the prompt begins with the previous iteration's prompt and output, which the engine may still "
+        "hold (default: true inside a loop with `context_growth_tokens`, else false)"))
     sla: StageSla | None = Field(None, description="per-stage bounds (TTFT, time between tokens)")
 
     @model_validator(mode="after")
@@ -150,8 +194,10 @@ class ToolNode(_Node):
     """An external tool or API: network wait (lookup) plus local CPU work (compute)."""
     kind: Literal["tool"]
     tool: str = Field("tool", description="tool name, e.g. web_search")
-    latency_ms: NonNeg = Field(description="expected external latency (mean)")
-    latency_cv: NonNeg = Field(0.5, description="spread: coefficient of variation of the latency")
+    latency_ms: Millis = Field(description="external latency: its mean, or a distribution")
+    latency_cv: NonNeg = Field(0.5, description=(
+        "spread of a latency given as a number: coefficient of variation (lognormal); unused when "
+        "`latency_ms` is a distribution"))
     request_bytes: NonNegInt = Field(1024, description="bytes sent")
     response_bytes: NonNegInt = Field(8192, description="bytes received")
     cpu_ms: NonNeg = Field(1.0, description="local CPU work on the response, ms on one core")
@@ -192,23 +238,27 @@ class BranchNode(_Node):
     arms: list[BranchArm] = Field(min_length=1, description="the arms")
 
 
-MAX_LOOP_COPIES = 1000   # `unroll` makes at most this many copies of a loop body; a longer loop's
-                         # unlikely tail is folded, but its SLA path is checked copy by copy
-
-
 class LoopNode(_Node):
     """A loop (agent <-> tool): the body runs at least once and at most max_iterations times."""
     kind: Literal["loop"]
-    expected_iterations: float = Field(ge=1, le=MAX_SIZE, allow_inf_nan=False,
-                                       description="mean iterations (geometric)")
+    expected_iterations: Iterations = Field(description=(
+        "mean iterations (geometric up to max_iterations), or their distribution"))
     max_iterations: int = Field(ge=1, le=MAX_SIZE, description="bound on iterations")
+    context_growth_tokens: Growth = Field(None, description=(
+        "tokens each iteration adds to the prompts of the LLM calls in the body (its output and the tool "
+        "results); `auto`: the body's output and result tokens, weighted by branch probabilities; "
+        "default: none (every iteration sends the same prompt)"))
     body: list["Node"] = Field(min_length=1, description="nodes run each iteration")
 
     @model_validator(mode="after")
     def _bounds(self):
-        if self.expected_iterations > self.max_iterations:
-            raise ValueError(f"expected_iterations {self.expected_iterations} exceeds "
+        it = self.expected_iterations
+        if _dist.mean_of(it) > self.max_iterations:
+            raise ValueError(f"expected_iterations {_dist.mean_of(it):g} exceeds "
                              f"max_iterations {self.max_iterations}")
+        if isinstance(it, _dist.Dist) and it.quantile(0.99) > self.max_iterations + 1e-9:
+            raise ValueError(f"the iteration distribution's p99 {it.quantile(0.99):.4g} is beyond max_iterations "
+                             f"{self.max_iterations} (counts above it are cut to it)")
         return self
 
 

@@ -60,6 +60,7 @@ class Arm:
 class Loop:
     iterations: list[int]                   # per occurrence (trace)
     body: list                              # [LlmBlock, tool block or Branch of tool blocks]
+    sequences: list = field(default_factory=list)   # per occurrence: its LLM calls in iteration order
 
 
 # ---- elements: one trace's scope ----------------------------------------------------------------
@@ -177,4 +178,5 @@ def _loop(els: list[_El]) -> Loop:
             members = [s for s in tool_steps if s.label == label]
             arms.append(Arm("+".join(str(x[1]) for x in label[1:]), n, [_group(members)]))
         tools = Branch(arms, len(tool_steps))
-    return Loop([len(e.pairs) for e in els], [LlmBlock(llm_calls), tools])
+    return Loop([len(e.pairs) for e in els], [LlmBlock(llm_calls), tools],
+                [[p[0].calls[0] for p in e.pairs] for e in els])

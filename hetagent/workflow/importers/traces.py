@@ -15,9 +15,15 @@ shared by the traces inferred by trace_shapes; this module writes it as nodes:
     squares over three or more calls with different outputs; else DEFAULT_TOKENS_PER_SECOND and the
     rest of the mean duration as latency); a model that is a catalog id, or one `--self-host NAME=ID`
     names, is self-hosted;
-  - a tool node per tool and position: latency the mean duration, latency_cv its spread, result
-    tokens from the recorded output text where spans carry it;
-  - loops with expected iterations the mean count of LLM-tool cycles per trace and the maximum seen;
+    Where the calls' counts differ, prompt and output tokens are distributions: a histogram of the
+    observed counts (hetagent.workflow.dist.summarize: every distinct value, or 16 groups of equal
+    count at their means), scaled to those means;
+  - a tool node per tool and position: latency the durations' histogram (their mean with one call),
+    result tokens from the recorded output text where spans carry it;
+  - loops with the histogram of LLM-tool cycles per trace as their iterations (the count when all
+    agree) and the maximum seen; where the loop's prompts grow from cycle to cycle, the loop's
+    `context_growth_tokens` is the growth that keeps the loop's prompt tokens per trace the traces'
+    (fit_growth), and its LLM node's prompt the first cycle's;
     branches with the observed share of each path; nested agents as inline sub-agents;
   - rate from the root spans' start times ((n - 1) / time from first to last; with one trace,
     DEFAULT_RATE), burstiness (coefficient of variation of the gaps) and the observed end-to-end
@@ -35,6 +41,7 @@ from pathlib import Path
 
 from hetagent import configs
 from hetagent.errors import HetagentError, InputError
+from hetagent.workflow import dist as wd
 from hetagent.workflow.importers.base import Imported
 from hetagent.workflow.importers.common import symbol, tokens_of_text, unique_id
 from hetagent.workflow.importers.hosted import DEFAULT_PRICE, price_of, vendor_of
@@ -213,8 +220,20 @@ class NodeWriter:
         self.notes[lid] = ["LLM-tool cycles per trace: " + ", ".join(f"{k} x{hist[k]}" for k in sorted(hist))
                            + f" (mean {exp:.4g}, max {max(b.iterations)})"]
         body, _ = self.emit(b.body, [])
-        return {"id": lid, "kind": "loop", "expected_iterations": exp,
+        node = {"id": lid, "kind": "loop",
+                "expected_iterations": exp if len(hist) == 1 else wd.summarize(b.iterations),
                 "max_iterations": max(b.iterations), "body": body}
+        fit = fit_growth(b.sequences)
+        llm = body[0] if body and body[0].get("kind") == "llm" else None
+        if fit is not None and llm is not None:
+            growth, firsts, note = fit
+            node["context_growth_tokens"] = round(growth, 1)
+            llm["prompt_tokens"] = _tokens(firsts)
+            self.notes[lid].append(note)
+            self.notes[llm["id"]] = [f"prompt: the first cycle's ({wd.mean_of(_parse(llm['prompt_tokens'])):.1f} "
+                                     "tokens on average); later cycles add the loop's context_growth_tokens"] + \
+                self.notes.get(llm["id"], [])
+        return node
 
     def agent_node(self, b: AgentBlock) -> dict:
         aid = self.new_id(b.name)
@@ -238,9 +257,9 @@ class NodeWriter:
             runs = len(calls) if per_request is None else per_request * len(self.ts.traces)
             scale = len(calls) / len(known)     # calls without counts: assumed like the others
             pin, pout = tin * scale / runs, tout * scale / runs
-            node["prompt_tokens"], node["output_tokens"] = int(round(pin)), int(round(pout))
             ins = [c.input_tokens for c in known if c.input_tokens is not None] or [0]
             outs = [c.output_tokens for c in known if c.output_tokens is not None] or [0]
+            node["prompt_tokens"], node["output_tokens"] = _tokens(ins, pin), _tokens(outs, pout)
             note = [f"from {len(calls)} LLM call(s) in {_traces(calls)} trace(s): input tokens mean "
                     f"{statistics.mean(ins):.1f} (min {min(ins)}, max {max(ins)}), output mean "
                     f"{statistics.mean(outs):.1f} (min {min(outs)}, max {max(outs)})"]
@@ -298,6 +317,9 @@ class NodeWriter:
         cv = statistics.pstdev(ms) / mean if len(ms) > 1 and mean > 0 else 0.5
         node = {"id": nid, "kind": "tool", "tool": name[:80], "latency_ms": round(mean, 3),
                 "latency_cv": round(cv, 3)}
+        if len(set(ms)) > 1:            # the durations as they were, not a lognormal of their mean and cv
+            node["latency_ms"] = wd.summarize([round(x, 3) for x in ms])
+            del node["latency_cv"]
         note = [f"from {len(calls)} call(s) in {_traces(calls)} trace(s): latency mean {mean:.1f} ms "
                 f"(min {min(ms):.1f}, max {max(ms):.1f})" + ("" if len(ms) > 1 else "; latency_cv 0.5 default")]
         outs = [_text(c.span.attrs, _OUTPUT_KEYS) for c in calls]
@@ -347,6 +369,46 @@ def fit_latency(calls: list) -> tuple[float, float, str]:
                                                 f"{lat:.0f} ms: the rest of the mean duration {md:.0f} ms")
     tps = mo * 1000 / md if md > 0 else DEFAULT_TOKENS_PER_SECOND
     return 0.0, tps, f"{tps:.1f} tokens/s: mean output {mo:.0f} tokens in the mean duration {md:.0f} ms"
+
+
+def _tokens(values: list, mean: float | None = None):
+    """A token count field from observed counts: their mean as a whole number when all agree, else their
+    histogram (hetagent.workflow.dist.summarize), scaled so that its mean is `mean` (default theirs)."""
+    m = statistics.mean(values) if mean is None else mean
+    if len(set(values)) <= 1:
+        return int(round(m))
+    h = wd.summarize(values)
+    have = sum(v * w for v, w in h["histogram"]) / sum(w for _, w in h["histogram"])
+    if have > 0 and abs(have - m) > 1e-9:
+        h["histogram"] = [[round(v * m / have, 3), w] for v, w in h["histogram"]]
+    return h
+
+
+def _parse(field):
+    return wd.parse(field, minimum=0)
+
+
+def fit_growth(sequences: list) -> tuple[float, list, str] | None:
+    """(tokens a loop's prompts grow by per cycle, the first cycles' prompts, a note) from the LLM calls of
+    each trace's loop in order, or None when they do not grow. The growth G is the one that keeps the loop's
+    prompt tokens per trace: with first prompts P1 (mean p1) and the observed iteration counts K, the
+    workflow expects E[sum_k (P1 + (k-1) G)] = p1 E[K] + G E[K (K-1) / 2]; G solves that = the traces'
+    mean prompt tokens per loop. Counts without tokens are left out of every sum."""
+    seqs = [[c.input_tokens for c in s] for s in sequences if s and all(c.input_tokens is not None for c in s)]
+    if len(seqs) == 0 or not any(len(s) > 1 for s in seqs):
+        return None
+    firsts = [s[0] for s in seqs]
+    p1 = statistics.mean(firsts)
+    total = statistics.mean(sum(s) for s in seqs)
+    pairs = statistics.mean(len(s) * (len(s) - 1) / 2 for s in seqs)
+    mean_k = statistics.mean(len(s) for s in seqs)
+    growth = (total - p1 * mean_k) / pairs
+    steps = [b - a for s in seqs for a, b in zip(s, s[1:])]
+    if growth <= 0.5:
+        return None
+    note = (f"prompts grow {growth:.1f} tokens per cycle (the loop's prompt tokens per trace kept; consecutive "
+            f"cycles differ by {statistics.mean(steps):.1f} on average, min {min(steps)}, max {max(steps)})")
+    return growth, firsts, note
 
 
 def _traces(calls) -> int:
