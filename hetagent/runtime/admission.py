@@ -8,12 +8,16 @@ The ingress asks, for each new request, when it would finish if admitted now, an
 - `cpu_ms[op]`: the host CPU time one call costs (the replica process and its engine process), so a
   host whose cores every pool shares is a resource of its own (seeded by the prediction for operators
   on a real CPU, 0 for emulated ones until their stand-in is measured);
+- `overhead_ms[unit]`: what a call to the pool costs beyond its service time (the handle's hop there
+  and back), measured on calls that found a free slot;
 - the work still ahead: every admitted request's remaining calls, known exactly because a request's
   loop iterations and branch arms are drawn when it arrives.
 
 For a request x: its own path L0 is the longest path through its active operators at the measured
-service times; the wait W is the longest backlog among the resources it uses: a pool's remaining work
-over its slots (replicas x concurrent calls per replica), a host's remaining CPU work over its cores.
+service times plus each call's overhead; the wait W is the longest backlog among the resources it
+uses: a pool's remaining calls times (service + overhead: a slot turns over when the answer is back
+and the next call dispatched) over its slots (replicas x concurrent calls per replica), a host's
+remaining CPU work over its cores.
 Its estimated finish is L0 + W.
 
 A request with an explicit deadline (`deadline_ms`) is refused when L0 + W exceeds it (a deadline of 1 ms
@@ -62,6 +66,7 @@ class Admission:
         # measured; an emulated one costs what its stand-in measures (nothing known yet)
         self.cpu_ms = {n: (op.latency_ms if n in cpu_real else 0.0)
                        for n, op in graph.operators.items()}
+        self.overhead_ms: dict[str, float] = {}
         self.host_of: dict[str, str] = {u: "local" for u in self.slots}
         self.cores: dict[str, int] = {"local": max(1, int(cores))}
         self.pending: dict[str, Counter] = {}
@@ -93,6 +98,12 @@ class Admission:
         with self.lock:
             self.pending.pop(rid, None)
 
+    def observe_overhead(self, unit: str, ms: float) -> None:
+        """A call's time at the ingress beyond its operators' service, on a call that did not queue."""
+        a = self.alpha
+        with self.lock:
+            self.overhead_ms[unit] = (1 - a) * self.overhead_ms.get(unit, ms) + a * max(0.0, ms)
+
     def observe(self, op: str, unit: str, meta: dict) -> None:
         """A replica's report of one call: service time, CPU time, where it ran."""
         a = self.alpha
@@ -115,7 +126,9 @@ class Admission:
         finish: dict[str, float] = {}
         for n in g.order:
             start = max((finish[p] for p in g.preds[n]), default=0.0)
-            own = self.service_ms.get(n, 0.0) if n in active and n in self.unit_of else 0.0
+            own = 0.0
+            if n in active and n in self.unit_of:
+                own = self.service_ms.get(n, 0.0) + self.overhead_ms.get(self.unit_of[n], 0.0)
             finish[n] = start + own
         return max(finish.values(), default=0.0)
 
@@ -131,7 +144,9 @@ class Admission:
                     u = self.unit_of.get(op)
                     if u is None:
                         continue
-                    unit_ms[u] = unit_ms.get(u, 0.0) + k * self.service_ms.get(op, 0.0)
+                    # a slot turns over in the service time plus the hop back and the next dispatch
+                    cycle = self.service_ms.get(op, 0.0) + self.overhead_ms.get(u, 0.0)
+                    unit_ms[u] = unit_ms.get(u, 0.0) + k * cycle
                     h = self.host_of.get(u, "local")
                     host_ms[h] = host_ms.get(h, 0.0) + k * self.cpu_ms.get(op, 0.0)
             out = {u: ms / self.slots.get(u, 1) for u, ms in unit_ms.items()}

@@ -390,8 +390,7 @@ class Deployment:
         switched = time.time()
         gone = [s.app for u, s in old.units.items() if new.units.get(u) is None
                 or new.units[u].app != s.app]
-        for app in gone:
-            serve.delete(app)
+        delete_apps(gone)
         self.layout, self.graph, self.plan = new, graph, plan
         ev = {"t": round(switched, 3), "event": "apply", "started": sorted(start), "resized": sorted(scale),
               "deleted": gone, "new_ready_s": round(ready - t0, 3),
@@ -417,13 +416,23 @@ class Deployment:
         if self.started_ray:             # our own instance: everything goes with it
             ray.shutdown()
             return
-        from ray import serve            # someone else's Ray: remove our applications only
+        # someone else's Ray: remove our applications only (all at once: each waits for its drain)
         apps = [self.ingress_app] + [s.app for s in (self.layout.units.values() if self.layout else [])]
-        for app in apps:
-            try:
-                serve.delete(app)
-            except Exception:  # noqa: BLE001 - already gone
-                pass
+        delete_apps(apps)
+
+
+def delete_apps(apps: list[str]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ray import serve
+
+    def one(app):
+        try:
+            serve.delete(app)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+    with ThreadPoolExecutor(max_workers=max(1, min(16, len(apps)))) as ex:
+        list(ex.map(one, apps))
 
 
 def _last_line(e: BaseException) -> str:

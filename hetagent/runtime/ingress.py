@@ -170,6 +170,7 @@ class IngressCore:
         self.prom = Prom(sorted(self.routes))
         self.recent: deque = deque(maxlen=20000)  # (t_end, t_sent, status, latency_ms, stages)
         self.inflight = 0
+        self.unit_calls: dict[str, int] = {}      # calls in flight per unit (from this ingress)
         self.prom.inflight.set_function(lambda: self.inflight)
         self.prom.sla.set_function(lambda: self.stats(60).get("sla_attainment") or 0.0)
         self.prom.wait.set_function(lambda: max(self.admission.backlog().values(), default=0.0) / 1000)
@@ -329,11 +330,15 @@ class IngressCore:
             route = self.routes.get(u)
             req = {"ops": members, "ctx": ctx, "inputs": ins, "standin": self.standin.get(u, "full")}
             t = time.time()
-            outstanding[u] = outstanding.get(u, 0) + 1
+            busy = self.unit_calls.get(u, 0)
+            self.unit_calls[u] = busy + 1
             try:
                 if route is None or any(m not in route.ops for m in members):
                     raise UnroutedOperator(f"no pool serves {', '.join(members)} now")
                 metas, out = await self.call_unit(route, req)
+            except asyncio.CancelledError:       # the request's deadline: this call goes unanswered
+                outstanding[u] = outstanding.get(u, 0) + 1
+                raise
             except Exception as e:  # noqa: BLE001
                 if not retryable(e):
                     e.hetagent_pool = u
@@ -344,9 +349,11 @@ class IngressCore:
                 await asyncio.sleep(min(0.05 * 2 ** attempt, 1.0))
                 continue
             finally:
-                outstanding[u] -= 1
+                self.unit_calls[u] -= 1
             wall = (time.time() - t) * 1000
             extra = max(0.0, wall - sum(m.get("service_ms") or 0 for m in metas)) / max(1, len(metas))
+            if route is not None and busy < route.slots:          # found a free slot: a hop's cost
+                self.admission.observe_overhead(u, extra * len(metas))
             for op, m in zip(members, metas):
                 rec.stages[op] = (m.get("service_ms") or 0) + extra
                 rec.service[op] = m.get("service_ms")
@@ -381,7 +388,7 @@ class IngressCore:
         self.standin = {u: "shared" for u in emulated_units}
         g = self.graph
         by_unit_kind: dict[tuple, list] = {}
-        for dec in self.variants():
+        for dec in self.variants(WARM_UP_PATHS if emulated_units else 1):
             res = await self.handle(payload, warmup=True, decisions=dec)
             if res["status"] != "completed":
                 raise HetagentError(f"the warm-up request failed: {res['error']}")

@@ -290,17 +290,23 @@ def port_free(host: str, port: int) -> bool:
 
 def serve(plan, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           address=None, endpoints=None, replan: str = "advisory", view: bool = True,
-          real_devices=None, max_body_bytes: int = MAX_BODY_BYTES, stop=None, ready=None) -> None:
+          real_devices=None, max_body_bytes: int = MAX_BODY_BYTES, stop=None, ready=None,
+          route_prefix: str = "/") -> None:
     """Deploys the plan on Ray Serve behind its HTTP proxy at host:port and serves until interrupted
     (or until the `stop` event is set). `ready`, when given, is set once the service answers."""
     if not is_loopback(host) and not api_key:
         raise HetagentError(f"binding to {host} exposes the service beyond this machine: give an "
                             f"API key with --api-key or HETAGENT_API_KEY")
-    if not port_free(host, port):
+    try:
+        import ray
+        ours = not ray.is_initialized()
+    except ImportError:
+        ours = True
+    if ours and address is None and not port_free(host, port):
         raise HetagentError(f"{host}:{port} is in use: choose another --port")
     from hetagent.runtime.commands import Runner
     runner = Runner(plan, address=address, endpoints=endpoints, real_devices=real_devices,
-                    http={"host": host, "port": port}, route_prefix="/",
+                    http={"host": host, "port": port}, route_prefix=route_prefix,
                     api_key_digest=key_digest(api_key) if api_key else None,
                     max_body_bytes=max_body_bytes)
     rp = lv = None
