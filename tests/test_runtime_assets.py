@@ -24,7 +24,7 @@ nodes:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
+def built(tmp_path_factory, serve_instance):
     from hetagent import api
     from hetagent.backends.codegen import build_from_plan
     d = tmp_path_factory.mktemp("rag")
@@ -34,11 +34,7 @@ def built(tmp_path_factory):
     m = build_from_plan(d / "plan.json", d / "assets", targets=["llvm-cpu"])
     e = [a for a in m["assets"] if a["operator"] == "retrieve.embed" and a["target"] == "llvm-cpu"]
     assert e and e[0]["status"] == "built", m["assets"]
-    if ray.is_initialized():
-        ray.shutdown()
     yield d
-    if ray.is_initialized():
-        ray.shutdown()
 
 
 def test_run_uses_the_compiled_embedder(built):
@@ -56,12 +52,11 @@ def test_run_uses_the_compiled_embedder(built):
         try:
             res = rt.call({"text": "how are operators placed on devices?",
                            "question": "how are operators placed on devices?"}, timeout=120)
-            assert res.status == "completed", res.error
-            outs[assets is not None] = res.output["passages"]
+            assert res["status"] == "completed", res["error"]
+            outs[assets is not None] = res["output"]["passages"]
             assert bool(rt.metrics.compiled_calls) == (assets is not None)
         finally:
             rt.close()
-            rt.d.shutdown()
     assert outs[True] == outs[False] and len(outs[True]) == 3
 
 

@@ -336,7 +336,9 @@ class Deployment:
         from hetagent.runtime.ingress import bind_ingress
         targets = [serve.RunTarget(bind_pool(s), name=s.app, route_prefix=None, logging_config=None)
                    for s in self.layout.units.values()]
-        targets.append(serve.RunTarget(bind_ingress(ingress_config), name=self.ingress_app,
+        import ray
+        here = ray.get_runtime_context().get_node_id()
+        targets.append(serve.RunTarget(bind_ingress(ingress_config, here), name=self.ingress_app,
                                        route_prefix=route_prefix))
         try:
             handles = serve.run_many(targets)

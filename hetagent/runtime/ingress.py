@@ -46,6 +46,7 @@ RETRYABLE = ("RayActorError", "ActorDiedError", "ActorUnavailableError", "ActorU
              "WorkerCrashedError", "ReferenceCountingAssertionError", "OutOfMemoryError",
              "DeploymentUnavailableError", "ReplicaUnavailableError", "EngineUnavailable",
              "SandboxKilled", "UnroutedOperator")
+MOVED_CHECK_S = 1.0          # how often a waiting call checks that its operator has not moved
 WARM_UP_PATHS = 4            # warm-up requests: one down each of the most frequent paths
 WARM_UP_MS = 600_000.0       # the warm-up request's deadline (and a request's when there is no SLA)
 STANDIN_HOST_SHARE = 0.5      # of the host's cores the stand-ins may use before their outputs are shared
@@ -335,7 +336,7 @@ class IngressCore:
             try:
                 if route is None or any(m not in route.ops for m in members):
                     raise UnroutedOperator(f"no pool serves {', '.join(members)} now")
-                metas, out = await self.call_unit(route, req)
+                metas, out = await self._answer(route, req, members[0])
             except asyncio.CancelledError:       # the request's deadline: this call goes unanswered
                 outstanding[u] = outstanding.get(u, 0) + 1
                 raise
@@ -365,6 +366,23 @@ class IngressCore:
                 if not ctx.get("warmup"):        # first calls are cold: not what a pool serves at
                     self.admission.observe(op, u, m)
             return out
+
+    async def _answer(self, route, req, op: str):
+        """The unit's answer; a call whose operator a new plan moved to another pool while it waited
+        (its old pool may have no replica left to answer) is withdrawn and sent again."""
+        task = asyncio.ensure_future(self.call_unit(route, req))
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=MOVED_CHECK_S)
+                if done:
+                    return task.result()
+                now = self.routes.get(self.unit_of.get(op, ""))
+                if now is None or now.app != route.app:
+                    raise UnroutedOperator(f"{op} moved from {route.app} to "
+                                           f"{now.app if now else 'no pool'} while its call waited")
+        finally:
+            if not task.done():
+                task.cancel()
 
     # -- start-up: what the stand-ins cost, and whether the host carries them -------------------------
     def variants(self, most: int = WARM_UP_PATHS) -> list[dict]:
@@ -519,12 +537,17 @@ _CLASSES: dict = {}
 INGRESS_SLOTS = 100_000     # requests at once: never Serve's queue (503), the ingress admits (429)
 
 
-def bind_ingress(cfg: dict):
+def bind_ingress(cfg: dict, node_id: str | None = None):
+    """The ingress application: one replica, on the node `node_id` (the driver's: where Serve's HTTP
+    proxy and the loopback tool are, and a node the runtime does not lose with a worker)."""
     from hetagent.runtime.pools import REPLICA_ENV, SERVE_LOGGING
     if "ingress" not in _CLASSES:
         _CLASSES["ingress"] = _serve_ingress_class()
+    opts = {"num_cpus": 0, "runtime_env": {"env_vars": dict(REPLICA_ENV)}}
+    if node_id:
+        opts["label_selector"] = {"ray.io/node-id": node_id}
     return _CLASSES["ingress"].options(
         name="ingress", num_replicas=1, max_ongoing_requests=INGRESS_SLOTS, max_queued_requests=-1,
-        ray_actor_options={"num_cpus": 0, "runtime_env": {"env_vars": dict(REPLICA_ENV)}},
+        ray_actor_options=opts,
         health_check_period_s=5, graceful_shutdown_wait_loop_s=0.5, graceful_shutdown_timeout_s=5,
         max_constructor_retry_count=2, logging_config=SERVE_LOGGING).bind(cfg)
