@@ -2,7 +2,6 @@
 node process, each advertising different device ids). A plan runs on Ray Serve across both; the
 worker is removed mid-run; the slow path re-plans on what remains, applies the new plan
 make-before-break, and no request is lost."""
-import json
 import time
 
 import pytest

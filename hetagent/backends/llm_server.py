@@ -19,6 +19,7 @@ prompt to its planned token count without a second copy of the model.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import subprocess
@@ -85,11 +86,13 @@ class LlamaServer:
                 "--", *args]
 
     def start(self) -> "LlamaServer":
-        try:
-            import llama_cpp.server  # noqa: F401 - fail here, with the install hint, not in the child
-        except ImportError as e:
+        try:                       # fail here, with the install hint, not in the child
+            found = importlib.util.find_spec("llama_cpp.server") is not None
+        except ImportError:
+            found = False
+        if not found:
             raise HetagentError("an LLM engine needs llama.cpp's server; install it with "
-                                "`pip install 'llama-cpp-python[server]==0.3.36'`") from e
+                                "`pip install 'llama-cpp-python[server]==0.3.36'`")
         t0 = time.perf_counter()
         last = ""
         for _ in range(3):           # a port taken between choosing and binding: choose again

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
-import threading
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -252,8 +250,6 @@ def cmd_serve(args) -> None:
     from hetagent.runtime.service import serve
     endpoints, real = _endpoints(args.endpoint), _real(args.real)
     _load_plan(args.plan)
-    if threading.current_thread() is threading.main_thread():   # SIGTERM: clean up as on Ctrl-C
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
     serve(args.plan, host=args.host, port=args.port,
           api_key=args.api_key or os.environ.get("HETAGENT_API_KEY"),
           address=args.address, endpoints=endpoints, replan=args.replan, view=not args.no_view,

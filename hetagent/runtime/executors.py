@@ -20,7 +20,6 @@ plan's predicted device time.
 """
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from dataclasses import dataclass, field

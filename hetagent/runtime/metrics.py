@@ -213,6 +213,9 @@ def format_summary(s: dict) -> str:
     if s.get("host_bound"):
         out.append("host-bound (the stand-in, not the plan, set the pace): " + ", ".join(s["host_bound"]))
     if s.get("diagnosis"):
+        if s["diagnosis"]["prediction_missed"]:
+            out.append("slower than predicted (their own service time): "
+                       + ", ".join(s["diagnosis"]["prediction_missed"]))
         out.append("verdict: " + s["diagnosis"]["verdict"])
     if s.get("errors"):
         out.append("errors: " + "; ".join(s["errors"]))

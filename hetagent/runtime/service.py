@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import io
 import ipaddress
+import signal
 import socket
 import sys
 import threading
@@ -312,6 +313,9 @@ def serve(plan, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | Non
     rp = lv = None
     try:
         runner.start()
+        if threading.current_thread() is threading.main_thread():
+            # SIGTERM ends the service as Ctrl-C does (installed after Ray, which sets its own)
+            signal.signal(signal.SIGTERM, signal.default_int_handler)
         if replan != "off":
             from hetagent.runtime.replan import Replanner
             rp = Replanner(runner, advisory=(replan == "advisory")).start()
