@@ -209,6 +209,12 @@ def test_admission_follows_measured_service_and_backlog(light_plan):
     for _ in range(10):
         adm.observe("glue", "u-glue", {"service_ms": 9000.0})
     assert adm.decide(active, deadline_ms=None, sla_ms=5000).admit
+    # requests that ran twice as long as estimated make every estimate twice as long
+    base = adm.estimate(active).finish_ms
+    for _ in range(20):
+        adm.observe_latency(2 * base, base)
+    assert 1.9 < adm.estimate(active).correction <= 2.0
+    assert abs(adm.estimate(active).finish_ms - 2 * base) < 0.1 * base
     adm.enabled = False
     assert adm.decide(active, deadline_ms=0.001, sla_ms=5000).admit
 

@@ -13,6 +13,11 @@ The ingress asks, for each new request, when it would finish if admitted now, an
 - the work still ahead: every admitted request's remaining calls, known exactly because a request's
   loop iterations and branch arms are drawn when it arrives.
 
+What this model leaves out (other processes on the host, a slot's dispatch jitter) is measured too:
+`correction` is the ratio of completed requests' latency to the estimate they were admitted with,
+learnt fast when requests run slower than estimated and forgotten slowly (exponential means with
+weights 0.3 up, 0.1 down, within 0.5-4), and multiplies every estimate.
+
 For a request x: its own path L0 is the longest path through its active operators at the measured
 service times plus each call's overhead; the wait W is the longest backlog among the resources it
 uses: a pool's remaining calls times (service + overhead: a slot turns over when the answer is back
@@ -37,10 +42,11 @@ class Estimate:
     latency_ms: float            # L0: the request's own path at the measured service times
     wait_ms: float               # W: the longest backlog ahead of it
     bottleneck: str | None       # the pool or host of that backlog
+    correction: float = 1.0      # measured latency / estimate of recent requests
 
     @property
     def finish_ms(self) -> float:
-        return self.latency_ms + self.wait_ms
+        return (self.latency_ms + self.wait_ms) * self.correction
 
 
 @dataclass
@@ -48,6 +54,10 @@ class Decision:
     admit: bool
     estimate: Estimate
     reason: str = ""
+
+
+CORRECTION_UP, CORRECTION_DOWN = 0.3, 0.1
+CORRECTION_RANGE = (0.5, 4.0)
 
 
 class Admission:
@@ -70,6 +80,7 @@ class Admission:
         self.host_of: dict[str, str] = {u: "local" for u in self.slots}
         self.cores: dict[str, int] = {"local": max(1, int(cores))}
         self.pending: dict[str, Counter] = {}
+        self.correction = 1.0
         self.lock = threading.Lock()
 
     # -- bookkeeping -----------------------------------------------------------------------------
@@ -97,6 +108,15 @@ class Admission:
     def release(self, rid: str) -> None:
         with self.lock:
             self.pending.pop(rid, None)
+
+    def observe_latency(self, latency_ms: float, estimated_ms: float) -> None:
+        """A completed request's latency against the finish it was admitted with (uncorrected)."""
+        if estimated_ms <= 0:
+            return
+        r = min(CORRECTION_RANGE[1], max(CORRECTION_RANGE[0], latency_ms / estimated_ms))
+        with self.lock:
+            a = CORRECTION_UP if r > self.correction else CORRECTION_DOWN
+            self.correction = (1 - a) * self.correction + a * r
 
     def observe_overhead(self, unit: str, ms: float) -> None:
         """A call's time at the ingress beyond its operators' service, on a call that did not queue."""
@@ -162,13 +182,16 @@ class Admission:
                 wait, worst = ms, name
         with self.lock:
             path = self._path_ms(active)
-        return Estimate(path, wait, worst)
+            corr = self.correction
+        return Estimate(path, wait, worst, corr)
 
     def decide(self, active: set[str], *, deadline_ms: float | None, sla_ms: float | None) -> Decision:
         est = self.estimate(active)
         if not self.enabled:
             return Decision(True, est)
         where = f" (queue at {est.bottleneck})" if est.bottleneck else ""
+        if est.correction != 1.0:
+            where += f", x{est.correction:.2f} as recent requests ran"
         if deadline_ms is not None:
             if est.finish_ms > deadline_ms:
                 return Decision(False, est, f"cannot meet its deadline of {deadline_ms:.0f} ms: "
@@ -177,7 +200,7 @@ class Admission:
             return Decision(True, est)
         if not sla_ms:
             return Decision(True, est)
-        limit = max(self.target * sla_ms, est.latency_ms + self.tolerance * sla_ms)
+        limit = max(self.target * sla_ms, est.latency_ms * est.correction + self.tolerance * sla_ms)
         if est.finish_ms > limit:
             return Decision(False, est, f"over capacity: estimated {est.finish_ms:.0f} ms "
                             f"({est.latency_ms:.0f} ms of service + {est.wait_ms:.0f} ms of "
@@ -190,4 +213,5 @@ class Admission:
             svc = dict(self.service_ms)
             cpu = dict(self.cpu_ms)
             inflight = len(self.pending)
-        return {"service_ms": svc, "cpu_ms": cpu, "backlog_ms": self.backlog(), "admitted": inflight}
+        return {"service_ms": svc, "cpu_ms": cpu, "backlog_ms": self.backlog(), "admitted": inflight,
+                "correction": self.correction}

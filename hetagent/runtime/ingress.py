@@ -217,7 +217,8 @@ class IngressCore:
             d = self.admission.decide(active, deadline_ms=deadline_ms if explicit else None,
                                       sla_ms=self.sla_ms)
             rec.estimate = {"latency_ms": round(d.estimate.latency_ms, 3),
-                            "wait_ms": round(d.estimate.wait_ms, 3)}
+                            "wait_ms": round(d.estimate.wait_ms, 3),
+                            "correction": round(d.estimate.correction, 3)}
             if not d.admit:
                 rec.status, rec.error = "refused", d.reason
                 rec.refused_by = d.estimate.bottleneck
@@ -234,6 +235,9 @@ class IngressCore:
                 self._flow(payload, ctx, rec, active, g, unit_of, chains, head_of, outstanding),
                 timeout=max(0.0, budget_ms / 1000 - (time.time() - t0)))
             rec.status = "completed"
+            if rec.estimate:
+                self.admission.observe_latency((time.time() - t0) * 1000,
+                                               rec.estimate["latency_ms"] + rec.estimate["wait_ms"])
         except (asyncio.TimeoutError, TimeoutError):
             waiting = sorted(u for u, k in outstanding.items() if k > 0)
             for u in waiting:
