@@ -68,8 +68,8 @@ def test_voice_agent_cpu_all_real_on_llama_cpp_engines(cpu):
     assert "hetagent" in out["question"].lower() or "voice" in out["question"].lower()
     assert out["passages"] and out["tool_results"] is not None
     assert len(out["audio"]) > out["sample_rate"] * 0.3                      # speech came out
-    s = drive(cpu, requests=2, concurrency=1)
-    assert s["completed"] == 3 and s["lost"] == 0 and s["emulated"] == [], s["errors"]
+    s = drive(cpu, requests=1, concurrency=1)
+    assert s["completed"] == 2 and s["lost"] == 0 and s["emulated"] == [], s["errors"]
     assert s["kv_transfer"]["count"] >= 4 and s["kv_transfer"]["mode"] == ["recompute"]
     for stage in ("transcribe.encode", "retrieve.search", "answer.prefill", "answer.kv_transfer",
                   "answer.decode", "agent.it1.web_search.lookup", "speak.synthesize"):
