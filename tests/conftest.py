@@ -14,3 +14,40 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 @pytest.fixture
 def root() -> Path:
     return ROOT
+
+
+_SERVE: dict = {}
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def serve_instance():
+    """One embedded Ray with Ray Serve for the runtime tests (Serve's start-up is slow, so it is shared):
+    every catalog device and local-cpu advertised as resources, Serve's HTTP proxy on a free loopback
+    port (yielded). Started again if a test shut Ray down (the two-node cluster test does)."""
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray.serve")
+    if not ray.is_initialized() or _SERVE.get("node") != ray.get_runtime_context().get_node_id():
+        from hetagent.costmodel.devices import load_catalog
+        from hetagent.runtime.deploy import ray_init, serve_start
+        if ray.is_initialized():
+            ray.shutdown()
+        devices = {d: 8 for d in load_catalog()} | {"local-cpu": 1}
+        ray_init(None, devices)
+        _SERVE["port"] = _free_port()
+        serve_start({"host": "127.0.0.1", "port": _SERVE["port"]})
+        _SERVE["node"] = ray.get_runtime_context().get_node_id()
+    yield _SERVE["port"]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _SERVE:
+        import ray
+        if ray.is_initialized():
+            ray.shutdown()

@@ -24,7 +24,7 @@ nodes:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
+def built(tmp_path_factory, serve_instance):
     from hetagent import api
     from hetagent.backends.codegen import build_from_plan
     d = tmp_path_factory.mktemp("rag")
@@ -34,34 +34,31 @@ def built(tmp_path_factory):
     m = build_from_plan(d / "plan.json", d / "assets", targets=["llvm-cpu"])
     e = [a for a in m["assets"] if a["operator"] == "retrieve.embed" and a["target"] == "llvm-cpu"]
     assert e and e[0]["status"] == "built", m["assets"]
-    if ray.is_initialized():
-        ray.shutdown()
     yield d
-    if ray.is_initialized():
-        ray.shutdown()
 
 
 def test_run_uses_the_compiled_embedder(built):
-    from hetagent.runtime.commands import deploy, run
+    from hetagent.runtime.commands import deploy, drive
     from hetagent.runtime.metrics import format_summary
-    s = run(str(built / "plan.json"), requests=3, concurrency=1, assets=str(built / "assets"))
-    assert s["completed"] == 3 and s["lost"] == 0, s["errors"]
-    assert list(s["compiled"]) == ["retrieve.embed"] and "llvm-cpu" in s["compiled"]["retrieve.embed"]
-    assert s["compiled_calls"] == {"retrieve.embed": 3}          # every call ran the executable
-    assert "compiled: retrieve.embed" in format_summary(s)
-    # the compiled vectors retrieve what eager MiniLM retrieves (same weights, within 1e-4)
+    q = {"text": "how are operators placed on devices?", "question": "how are operators placed on devices?"}
     outs = {}
     for assets in (str(built / "assets"), None):
         rt = deploy(str(built / "plan.json"), assets=assets)
         try:
-            res = rt.call({"text": "how are operators placed on devices?",
-                           "question": "how are operators placed on devices?"}, timeout=120)
-            assert res.status == "completed", res.error
-            outs[assets is not None] = res.output["passages"]
+            res = rt.call(q, timeout=120)
+            assert res["status"] == "completed", res["error"]
+            outs[assets is not None] = res["output"]["passages"]
             assert bool(rt.metrics.compiled_calls) == (assets is not None)
+            if assets is None:
+                continue
+            s = drive(rt, requests=2, concurrency=1)
+            assert s["completed"] == 3 and s["lost"] == 0, s["errors"]
+            assert list(s["compiled"]) == ["retrieve.embed"] and "llvm-cpu" in s["compiled"]["retrieve.embed"]
+            assert s["compiled_calls"] == {"retrieve.embed": 3}      # every call ran the executable
+            assert "compiled: retrieve.embed" in format_summary(s)
         finally:
             rt.close()
-            rt.d.shutdown()
+    # the compiled vectors retrieve what eager MiniLM retrieves (same weights, within 1e-4)
     assert outs[True] == outs[False] and len(outs[True]) == 3
 
 

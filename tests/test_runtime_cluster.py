@@ -1,7 +1,7 @@
 """A real two-node Ray cluster on this machine (Ray's own cluster utilities: a head and a worker
-node process, each advertising different device ids). A plan runs across both; the worker is
-removed mid-run; the slow path re-plans on what remains and no request is lost."""
-import json
+node process, each advertising different device ids). A plan runs on Ray Serve across both; the
+worker is removed mid-run; the slow path re-plans on what remains, applies the new plan
+make-before-break, and no request is lost."""
 import time
 
 import pytest
@@ -36,6 +36,9 @@ def test_two_nodes_worker_lost_replans_no_request_lost(tmp_path):
     for pl in plan["placements"]:                 # the tool half on the worker's device
         if pl["operator"].startswith("search."):
             pl["device"] = "l4"
+    for q in plan["pools"]:
+        if any(o.startswith("search.") for o in q["operators"]):
+            q["device"] = "l4"
     plan["fleet"]["l4"] = 1
     if ray.is_initialized():
         ray.shutdown()
@@ -46,10 +49,11 @@ def test_two_nodes_worker_lost_replans_no_request_lost(tmp_path):
     worker = cluster.add_node(num_cpus=1, resources={"l4": 1}, object_store_memory=mb)
     rt = None
     try:
-        rt = deploy(plan, address=cluster.address)
+        rt = deploy(plan, address=cluster.address, admission=False)   # every request must complete
         nodes = {a["NodeID"] for a in ray.nodes() if a["Alive"]}
         assert len(nodes) == 2
         assert rt.d.emulated_ops() == ["search.compute", "search.lookup"]
+        assert rt.d.started_ray is False
         out = io.StringIO()
         rp = Replanner(rt, interval_s=0.5, drift=1e9, out=out).start()   # fleet changes only
         payload = request_input(rt.d.graph, "two nodes")
@@ -61,19 +65,20 @@ def test_two_nodes_worker_lost_replans_no_request_lost(tmp_path):
             if i == 10:
                 cluster.remove_node(worker)       # the worker dies mid-run
             time.sleep(0.1)
-        res = [f.result(timeout=120) for f in futs]
+        res = [f.result(timeout=180) for f in futs]
         rp.stop()
-        st = [r.status for r in res]
-        assert st.count("completed") == 30, [r.error for r in res if r.status != "completed"]
-        s = rt.metrics.summary()
+        st = [r["status"] for r in res]
+        assert st.count("completed") == 30, [r["error"] for r in res if r["status"] != "completed"]
+        s = rt.report()
         assert s["requests"] == 40 and s["lost"] == 0 and s["completed"] == 40
         ev = [e for e in rp.events if e["event"] == "replan"]
         assert ev and "l4" in ev[0]["reason"] and ev[0]["fleet"] == {"local-cpu": 1}
+        assert ev[0]["applied"]["switched_after_ready"] and ev[0]["applied"]["started"]
         assert {rt.d.graph.operators[n].device for n in rt.d.graph.operators} == {"local-cpu"}
+        assert rt.d.emulated_ops() == []
         assert "replan" in out.getvalue()
     finally:
         if rt is not None:
             rt.close()
-            rt.d.shutdown()
         ray.shutdown()
         cluster.shutdown()

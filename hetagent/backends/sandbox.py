@@ -169,6 +169,7 @@ class Limits:
 class SandboxResult:
     result: object
     seconds: float
+    cpu_seconds: float = 0.0     # the code's own CPU time (its process in the sandbox)
 
 
 def scrubbed_env() -> dict[str, str]:
@@ -330,7 +331,7 @@ def _result(header: dict, body: bytes, limits: Limits, seconds: float) -> Sandbo
         raise SandboxError(f"code node ended without a result ({how})")
     if not doc.get("ok"):
         raise SandboxError(f"code node failed: {str(doc.get('error', 'no result'))[:500]}")
-    return SandboxResult(doc.get("result"), seconds)
+    return SandboxResult(doc.get("result"), seconds, cpu)
 
 
 class _TooMuchOutput(Exception):

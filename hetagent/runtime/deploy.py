@@ -1,64 +1,51 @@
-"""Plan -> Ray: actor pools per placed operator on nodes that advertise the operator's device.
+"""Plan -> Ray Serve: a deployment per serving pool, an ingress per workflow, make-before-break changes.
 
-With no address an embedded local Ray starts whose custom resources mirror the plan's fleet
-({device: count}); with an address, ray.init(address) joins a cluster whose nodes advertise device
-ids as resources. Every replica asks for a sliver of its device's resource (so it lands on a node
-that has that device) and no CPU (num_cpus=0: two cores serve every pool; model threads are set per
-replica). Operators whose device is not real here are emulated (hetagent.runtime.actors).
+With no address an embedded local Ray starts (always a new instance, address="local", never another
+process's cluster) whose custom resources mirror the plan's fleet ({device: count}); with an address,
+Ray joins that cluster, whose nodes advertise device ids as resources. Serve runs on it: without HTTP
+for `hetagent run` (requests go through the ingress's deployment handle), behind Serve's HTTP proxy for
+`hetagent serve`.
 
-A device is real when it is in `real_devices` (default: `local-cpu`, plus the comma-separated
-HETAGENT_REAL_DEVICES); every other device is emulated on the CPU of the node that advertises it.
+Units: every serving pool of plan.json (`pools`) that the workflow uses is one Serve application with one
+deployment (hetagent.runtime.pools). A chain of cheap operators (no model, no I/O) on one real device,
+each the only successor of the one before and under the same loop and branch guards, is *fused* into one
+unit of its own ("fused:<first>..<last>") whose replica runs them in one call. The ingress
+(hetagent.runtime.ingress) is one more application, `<workflow>`, and reaches the units through
+deployment handles.
+
+A device is *real* when it is in `real_devices` (default `local-cpu`, plus the comma-separated
+HETAGENT_REAL_DEVICES); operators on any other device are emulated (hetagent.runtime.pools). LLM
+operators can be bound to existing OpenAI-compatible servers with `endpoints` ({pattern: url}; the
+pattern matches an operator, its workflow node or a device).
+
+A new plan is applied make-before-break (`apply`): units whose configuration changed are deployed under
+new application names and must be running before the ingress switches its routes to them; only then are
+the old applications deleted (Serve drains their calls in flight). A change of replica count alone is
+Serve's lightweight in-place update (no replica restarts).
 """
 from __future__ import annotations
 
 import fnmatch
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from hetagent.errors import HetagentError
-from hetagent.runtime.actors import OpSpec
+from hetagent.runtime.executors import CHEAP_KINDS, OpSpec
 from hetagent.runtime.graph import RtGraph, from_plan
+from hetagent.runtime.pools import IO_SLOTS, PoolSpec, UnitRoute, bind_pool
 
 log = logging.getLogger("hetagent.runtime")
 
-RESOURCE_SLIVER = 0.001
 DEFAULT_REAL = ("local-cpu",)
 
 
 def real_devices_default() -> set[str]:
     extra = os.environ.get("HETAGENT_REAL_DEVICES", "")
     return set(DEFAULT_REAL) | {d.strip() for d in extra.split(",") if d.strip()}
-
-
-@dataclass
-class Pool:
-    """The replicas of one placed operator (or of a node's loop copies sharing one pool)."""
-    name: str
-    spec: OpSpec
-    replicas: int
-    actors: list = field(default_factory=list)
-    inflight: list = field(default_factory=list)
-    held: list = field(default_factory=list)       # per replica: request ids whose state it holds
-    failures: int = 0
-    spec_ref: object = None                        # the spec in the object store, pinned here
-
-    def pick(self, rid: str, avoid: set | None = None) -> int:
-        """Least-loaded replica, preferring one that already holds the request's state when it is
-        no busier than the least-loaded one plus one call."""
-        idx = [i for i in range(len(self.actors)) if not avoid or i not in avoid] \
-            or list(range(len(self.actors)))
-        least = min(self.inflight[i] for i in idx)
-        local = [i for i in idx if rid in self.held[i] and self.inflight[i] <= least + 1]
-        cand = local or [i for i in idx if self.inflight[i] == least]
-        return min(cand, key=lambda i: self.inflight[i])
-
-    def remember(self, i: int, rid: str) -> None:
-        h = self.held[i]
-        h[rid] = None
-        while len(h) > 256:
-            h.pop(next(iter(h)))
 
 
 def ray_init(address: str | None, fleet: dict[str, int], object_store_mb: int = 200) -> bool:
@@ -69,8 +56,8 @@ def ray_init(address: str | None, fleet: dict[str, int], object_store_mb: int = 
     try:
         import ray
     except ImportError:
-        raise HetagentError("the runtime needs Ray; install it with "
-                            "`pip install 'ray[default]==2.60.*'` or `pip install 'hetagent[runtime]'`") \
+        raise HetagentError("the runtime needs Ray Serve; install it with "
+                            "`pip install 'ray[serve]==2.60.*'` or `pip install 'hetagent[runtime]'`") \
             from None
     if ray.is_initialized():
         return False
@@ -90,6 +77,24 @@ def ray_init(address: str | None, fleet: dict[str, int], object_store_mb: int = 
     return True
 
 
+def serve_start(http: dict | None) -> None:
+    """Serve on the connected Ray: HTTP proxy on http["host"]:http["port"], or none. Serve already
+    running there keeps its own HTTP options."""
+    try:
+        from ray import serve
+    except ImportError:
+        raise HetagentError("the runtime needs Ray Serve; install it with "
+                            "`pip install 'ray[serve]==2.60.*'` or `pip install 'hetagent[runtime]'`") \
+            from None
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)     # after the import, which sets INFO
+    from hetagent.runtime.pools import SERVE_LOGGING
+    if http:
+        serve.start(proxy_location="HeadOnly", http_options={"host": http["host"], "port": http["port"]},
+                    logging_config=SERVE_LOGGING)
+    else:
+        serve.start(proxy_location="Disabled", logging_config=SERVE_LOGGING)
+
+
 def cluster_devices() -> dict[str, float]:
     """Device resources alive in the cluster now: {device: total}."""
     import ray
@@ -105,68 +110,60 @@ def cluster_devices() -> dict[str, float]:
     return out
 
 
+def _app_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.:@~-]", "~", text)
+
+
+@dataclass
+class Layout:
+    """What a graph deploys as: units (Serve applications), which unit serves each operator, and the
+    chains of operators that go to one unit in one call (head -> members, head first)."""
+    units: dict[str, PoolSpec]
+    unit_of: dict[str, str]
+    chains: dict[str, list[str]]
+    fused: list[list[str]] = field(default_factory=list)
+
+    def routes(self) -> dict[str, UnitRoute]:
+        return {u: UnitRoute(s.app, s.app, s.slots, list(s.ops)) for u, s in self.units.items()}
+
+
 class Deployment:
-    """The plan deployed: graph, pools, which operator uses which pool, what is emulated."""
+    """The plan deployed on Serve: graph, units, the ingress handle, what is emulated."""
 
     def __init__(self, plan, *, address: str | None = None, real_devices=None,
-                 endpoints: dict | None = None, share_copies: bool = True, threads: int | None = None,
+                 endpoints: dict | None = None, threads: int | None = None,
                  tool_timeout_s: float = 10.0, tool_delay_ms: float = 0.0, code_limits=None,
-                 max_restarts: int = 4, ready_timeout_s: float = 300.0, workflow_index: int = 0,
-                 fuse: bool = True, assets=None):
-        self.plan_source = plan
-        self.graph: RtGraph = from_plan(plan, workflow_index)
+                 workflow_index: int = 0, fuse: bool = True, assets=None, http: dict | None = None,
+                 app_prefix: str | None = None):
+        from hetagent.placement.plan import load_plan
+        self.plan = load_plan(plan)
+        self.graph: RtGraph = from_plan(self.plan, workflow_index)
+        self.workflow_index = workflow_index
         self.address = address
         self.real = set(real_devices) if real_devices is not None else real_devices_default()
         self.endpoints = dict(endpoints or {})
-        self.share_copies = share_copies
-        # Model threads per replica: by default the cores this process may use, the thread count the
-        # CPU calibration measured each operator with (`hetagent calibrate`), so the plan's stage times
-        # hold when requests do not overlap.
+        # Model threads per replica: the cores this process may use, the thread count the CPU
+        # calibration measured each operator with (`hetagent calibrate`).
         self.threads = threads or len(os.sched_getaffinity(0))
         self.tool_timeout_s = tool_timeout_s
         self.tool_delay_ms = tool_delay_ms
         self.code_limits = dict(code_limits or {})
-        self.max_restarts = max_restarts
-        self.ready_timeout_s = ready_timeout_s
-        self.pools: dict[str, Pool] = {}
-        self.op_pool: dict[str, str] = {}
-        self.started_ray = False
-        self.tool_actor = None
-        self.tool_url = None
-        self._corpus = None
-        self.events: list[dict] = []          # re-plans, resizes, node losses
         self.fuse = fuse
-        self.groups: dict[str, list[str]] = {}   # fused chain: head operator -> members (head first)
-        self.head_of: dict[str, str] = {}        # a fused member (not the head) -> its head
-        self.assets_dir = assets
-        self.compiled: dict[str, str] = {}       # operator -> how it runs compiled ("llvm-cpu <file>")
+        self.http = http
+        self.prefix = app_prefix if app_prefix is not None else f"{self.graph.workflow}."
+        self.started_ray = False
+        self.tool_server = None
+        self.tool_url: str | None = None
+        self._corpus = None
+        self.events: list[dict] = []
+        self.layout: Layout | None = None
+        self.ingress = None                  # the ingress deployment's handle
+        self.ingress_app = _app_name(app_prefix.rstrip(".") if app_prefix else self.graph.workflow)
+        self.version = 1
+        self.compiled: dict[str, str] = {}
         self._asset_entries = self._read_assets(assets) if assets else {}
 
-    # -- start ---------------------------------------------------------------------------------
-    def start(self) -> "Deployment":
-        import ray
-        if any(op.kind in ("compute.code", "compute.fused") for op in self.graph.operators.values()):
-            from hetagent.backends.sandbox import require
-            require()   # code nodes run only in the sandbox: refuse now, in one line, if it is missing
-        self.started_ray = ray_init(self.address, self.graph.fleet)
-        have = cluster_devices()
-        missing = sorted(d for d in self.devices_used() if have.get(d, 0) <= 0)
-        if missing:
-            raise HetagentError(
-                f"no Ray node advertises device(s) {', '.join(missing)} that the plan places "
-                f"operators on; start nodes with `ray start --resources '{{\"{missing[0]}\": 1}}'`")
-        if any(op.kind == "tool.lookup" for op in self.graph.operators.values()):
-            from hetagent.runtime.actors import tool_server_actor_class
-            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-            here = ray.get_runtime_context().get_node_id()   # loopback: the driver's own node
-            self.tool_actor = tool_server_actor_class().options(
-                num_cpus=0, max_restarts=-1,
-                scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote(
-                self.tool_delay_ms)
-            self.tool_url = ray.get(self.tool_actor.url.remote(), timeout=60)
-        self.build_pools(self.graph)
-        return self
-
+    # -- what is where -------------------------------------------------------------------------------
     def devices_used(self) -> set[str]:
         return {op.device for op in self.graph.operators.values() if op.kind != "llm.kv_transfer"}
 
@@ -187,16 +184,14 @@ class Deployment:
 
     def _corpus_vectors(self):
         if self._corpus is None:
-            from hetagent.runtime.actors import corpus_vectors
+            from hetagent.runtime.executors import corpus_vectors
             self._corpus = corpus_vectors()
         return self._corpus
 
-    # -- compiled assets (hetagent build) -----------------------------------------------------------
+    # -- compiled assets (hetagent build) ---------------------------------------------------------------
     @staticmethod
     def _read_assets(assets) -> dict[str, dict]:
         """operator -> its `built` llvm-cpu manifest entry, from DIR/manifest.json."""
-        from pathlib import Path
-
         from hetagent.backends.codegen import read_manifest
         d = Path(assets)
         if not (d / "manifest.json").is_file():
@@ -217,197 +212,235 @@ class Deployment:
             return None
         return e
 
-    # -- fusion ----------------------------------------------------------------------------------
-    def fusion_groups(self, graph: RtGraph) -> list[list[str]]:
-        """Chains of cheap operators (hetagent.runtime.actors.CHEAP_KINDS: no model, no I/O) on one
-        real device, each the only successor of the one before, with the same loop and branch guards
-        (so they run or are skipped together): each chain becomes one actor call."""
-        from hetagent.runtime.actors import CHEAP_KINDS
-        if not self.fuse:
-            return []
-
-        def ok(n):
-            op = graph.operators[n]
-            return op.kind in CHEAP_KINDS and not self.is_emulated(op) \
-                and self._endpoint_for(op) is None
-        groups: list[list[str]] = []
-        where: dict[str, int] = {}
-        for n in graph.order:
-            if not ok(n):
-                continue
-            preds = graph.preds[n]
-            if len(preds) == 1 and preds[0] in where and graph.succs[preds[0]] == [n]:
-                p, op = graph.operators[preds[0]], graph.operators[n]
-                if (p.device, p.loops, p.arms) == (op.device, op.loops, op.arms):
-                    groups[where[preds[0]]].append(n)
-                    where[n] = where[preds[0]]
-                    continue
-            where[n] = len(groups)
-            groups.append([n])
-        return [g for g in groups if len(g) > 1]
-
-    def pool_key(self, op) -> str:
-        if not self.share_copies:
-            return op.name
-        return f"{op.node}@{op.device}/tp{op.tp}/b{op.batch}"
-
-    def spec_for(self, op, key: str) -> OpSpec:
-        spec = OpSpec(name=key, kind=op.kind, attrs=dict(op.attrs), device=op.device,
+    # -- layout ------------------------------------------------------------------------------------
+    def spec_for(self, op) -> OpSpec:
+        spec = OpSpec(name=op.name, kind=op.kind, attrs=dict(op.attrs), device=op.device,
                       latency_ms=op.latency_ms, batch=max(1, op.batch),
                       emulated=self.is_emulated(op), threads=self.threads,
                       tool_url=self.tool_url, tool_timeout_s=self.tool_timeout_s,
-                      endpoint=self._endpoint_for(op), code_limits=self.code_limits,
+                      endpoint=self._endpoint_for(op), code_limits=self.code_limits, bound=op.bound,
                       code=op.attrs.get("source") if op.kind == "compute.code" else None)
         if op.kind == "memory.vector_search":
             spec.corpus_vectors = self._corpus_vectors()
         asset = self.asset_for(op)
         if asset is not None:
             spec.embed_asset = asset
+            self.compiled[op.name] = "llvm-cpu " + str(asset.get("path"))
         return spec
 
-    def fused_spec(self, graph: RtGraph, members: list[str], key: str) -> OpSpec:
-        ops = [graph.operators[m] for m in members]
-        return OpSpec(name=key, kind="fused", attrs={"members": members}, device=ops[0].device,
-                      latency_ms=sum(o.latency_ms for o in ops), batch=1, threads=self.threads,
-                      members=[self.spec_for(o, self.pool_key(o)) for o in ops])
+    def _cheap(self, op) -> bool:
+        return op.kind in CHEAP_KINDS and not self.is_emulated(op) and self._endpoint_for(op) is None
 
-    def build_pools(self, graph: RtGraph, only: set[str] | None = None) -> dict[str, Pool]:
-        """Creates the pools the graph needs (all, or those of the operators in `only`)."""
-        from hetagent.runtime.actors import ray_actor_class
+    def layout_for(self, graph: RtGraph, version: int = 1) -> Layout:
+        """Units, routes and call chains of a graph (see the module's docstring)."""
+        unit_of: dict[str, str] = {}
+        for n in graph.order:
+            op = graph.operators[n]
+            if op.kind != "llm.kv_transfer":
+                unit_of[n] = op.pool or f"{op.node}@{op.device}"
+
+        def follows(n: str) -> str | None:
+            """The operator n continues in one call: its only predecessor, whose only successor it
+            is, under the same guards."""
+            preds = graph.preds[n]
+            if len(preds) != 1 or graph.succs[preds[0]] != [n]:
+                return None
+            p, op = graph.operators[preds[0]], graph.operators[n]
+            return preds[0] if (p.loops, p.arms) == (op.loops, op.arms) else None
+
+        fused: list[list[str]] = []
+        if self.fuse:
+            where: dict[str, int] = {}
+            for n in graph.order:
+                op = graph.operators[n]
+                if n not in unit_of or not self._cheap(op):
+                    continue
+                p = follows(n)
+                if p is not None and p in where and graph.operators[p].device == op.device:
+                    fused[where[p]].append(n)
+                    where[n] = where[p]
+                else:
+                    where[n] = len(fused)
+                    fused.append([n])
+            fused = [f for f in fused if len(f) > 1]
+            for f in fused:
+                for n in f:
+                    unit_of[n] = f"fused:{f[0]}..{f[-1]}"
+        chains: dict[str, list[str]] = {}
+        head: dict[str, str] = {}
+        for n in graph.order:
+            if n not in unit_of:
+                continue
+            p = follows(n)
+            if p is not None and p in head and unit_of.get(p) == unit_of[n]:
+                chains[head[p]].append(n)
+                head[n] = head[p]
+            else:
+                head[n] = n
+                chains[n] = [n]
+        units: dict[str, PoolSpec] = {}
+        for u in dict.fromkeys(unit_of.values()):
+            ops = [n for n in graph.order if unit_of.get(n) == u]
+            specs = {n: self.spec_for(graph.operators[n]) for n in ops}
+            first = graph.operators[ops[0]]
+            pool = graph.pools.get(u) or {}
+            emulated = any(s.emulated for s in specs.values())
+            replicas = int(pool.get("replicas") or max(graph.operators[n].replicas for n in ops) or 1)
+            batch = int(pool.get("batch") or first.batch or 1)
+            max_batch = int(pool.get("max_batch") or batch)
+            spec = PoolSpec(name=u, app=_app_name(self.prefix + u + (f"@v{version}" if version > 1 else "")),
+                            device=pool.get("device") or first.device, ops=specs,
+                            replicas=max(1, replicas), batch=max(1, batch), emulated=emulated,
+                            threads=self.threads, engine=pool.get("engine") or ("fused" if u.startswith("fused:") else "single"),
+                            fused=u.startswith("fused:"),
+                            autoscaling=pool.get("autoscaling"))
+            cheap = all(self._cheap(graph.operators[n]) for n in ops)
+            spec.slots = max(IO_SLOTS, max_batch) if (spec.waits or cheap) else max(1, max_batch)
+            units[u] = spec
+        return Layout(units, unit_of, chains, fused)
+
+    # -- start ---------------------------------------------------------------------------------------
+    def start(self) -> "Deployment":
+        if any(op.kind in ("compute.code", "compute.fused") for op in self.graph.operators.values()):
+            from hetagent.backends.sandbox import require
+            require()   # code nodes run only in the sandbox: refuse now, in one line, if it is missing
+        self.started_ray = ray_init(self.address, self.graph.fleet)
+        have = cluster_devices()
+        missing = sorted(d for d in self.devices_used() if have.get(d, 0) <= 0)
+        if missing:
+            raise HetagentError(
+                f"no Ray node advertises device(s) {', '.join(missing)} that the plan places "
+                f"operators on; start nodes with `ray start --resources '{{\"{missing[0]}\": 1}}'`")
+        serve_start(self.http)
+        if any(op.kind == "tool.lookup" for op in self.graph.operators.values()):
+            from hetagent.backends.http_tool import SearchToolServer
+            self.tool_server = SearchToolServer(delay_ms=self.tool_delay_ms).start()
+            self.tool_url = self.tool_server.url
+        self.layout = self.layout_for(self.graph)
+        return self
+
+    def ingress_config(self, *, admission: bool = True, seed: int = 0, sla_ms: float | None = None,
+                       deadline_factor: float = 2.0, api_key_digest: str | None = None,
+                       max_body_bytes: int = 8 << 20) -> dict:
+        lay = self.layout
+        real_cpu = {n for n, op in self.graph.operators.items()
+                    if not self.is_emulated(op) and self._endpoint_for(op) is None}
+        return {"graph": self.graph, "routes": lay.routes(), "unit_of": dict(lay.unit_of),
+                "chains": dict(lay.chains), "emulated": self.emulated_ops(), "cpu_real": real_cpu,
+                "admission": admission, "seed": seed,
+                "sla_ms": sla_ms if sla_ms is not None else self.graph.sla_ms,
+                "deadline_factor": deadline_factor, "cores": self.threads,
+                "api_key_digest": api_key_digest, "max_body_bytes": max_body_bytes,
+                "compiled": dict(self.compiled), "fused": [list(f) for f in lay.fused]}
+
+    def deploy(self, ingress_config: dict, route_prefix: str | None = None) -> None:
+        """Runs every unit and the ingress as Serve applications, waiting until all are running."""
+        from ray import serve
+
+        from hetagent.runtime.ingress import bind_ingress
+        targets = [serve.RunTarget(bind_pool(s), name=s.app, route_prefix=None, logging_config=None)
+                   for s in self.layout.units.values()]
         import ray
-        Actor = ray_actor_class()
-        groups = self.fusion_groups(graph)
-        group_of = {m: g for g in groups for m in g}
-        if only is not None:      # a fused chain is built whole
-            only = set(only) | {m for n in only for m in group_of.get(n, [])}
-        wanted: dict[str, tuple] = {}
-        mapping: dict[str, str] = {}
-        for name in graph.order:
-            op = graph.operators[name]
-            if op.kind == "llm.kv_transfer" or (only is not None and name not in only):
-                continue
-            grp = group_of.get(name)
-            if grp is not None:
-                key = "fused:" + "+".join(self.pool_key(graph.operators[m]) for m in grp)
-                mk = (lambda k, g=grp: self.fused_spec(graph, g, k))
-                r = max(max(1, graph.operators[m].replicas) for m in grp)
-            else:
-                key = self.pool_key(op)
-                mk = (lambda k, o=op: self.spec_for(o, k))
-                r = max(1, op.replicas)
-            if key in wanted:
-                wanted[key] = (wanted[key][0], max(wanted[key][1], r))
-            else:
-                wanted[key] = (mk, r)
-            mapping[name] = key
-            if op.kind == "embed.encode" and self.asset_for(op) is not None:
-                self.compiled[name] = "llvm-cpu " + str(self.asset_for(op).get("path"))
-        new = {}
-        for key, (mk, r) in wanted.items():
-            if key in self.pools:
-                continue
-            pool = Pool(key, mk(key), r)
-            for i in range(r):
-                self._add_actor(pool, Actor, i)
-            new[key] = pool
-        # wait until every new replica has loaded its model
-        refs = [a.info.remote() for p in new.values() for a in p.actors]
+        here = ray.get_runtime_context().get_node_id()
+        targets.append(serve.RunTarget(bind_ingress(ingress_config, here), name=self.ingress_app,
+                                       route_prefix=route_prefix))
         try:
-            ray.get(refs, timeout=self.ready_timeout_s)
-        except Exception as e:  # noqa: BLE001
-            msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-            raise HetagentError(f"operator replicas did not start: {msg}") from None
-        self.pools.update(new)          # pools first, then the mapping: the router never sees a
-        self.op_pool.update(mapping)    # name whose pool is not there yet
-        self.groups = {g[0]: list(g) for g in groups}
-        self.head_of = {m: g[0] for g in groups for m in g[1:]}
-        return new
+            handles = serve.run_many(targets)
+        except Exception as e:  # noqa: BLE001 - Serve reports a failed constructor as a long text
+            raise HetagentError(f"the serving pools did not start: {_last_line(e)}") from None
+        self.ingress = handles[-1]
 
-    def _add_actor(self, pool: Pool, Actor=None, index: int | None = None) -> None:
-        if Actor is None:
-            from hetagent.runtime.actors import ray_actor_class
-            Actor = ray_actor_class()
-        import ray
-        spec = pool.spec
-        if pool.spec_ref is None:
-            pool.spec_ref = ray.put(spec)
-        waits = spec.kind in ("tool.lookup", "llm.remote") or spec.endpoint is not None
-        a = Actor.options(num_cpus=0, resources={spec.device: RESOURCE_SLIVER},
-                          max_restarts=self.max_restarts, max_task_retries=0,
-                          max_concurrency=1000 if waits else 256).remote(
-            pool.spec_ref, len(pool.actors) if index is None else index)
-        pool.actors.append(a)
-        pool.inflight.append(0)
-        pool.held.append({})
+    # -- changes ---------------------------------------------------------------------------------------
+    def resize(self, unit: str, replicas: int) -> None:
+        """More or fewer replicas of one unit: Serve's lightweight in-place update."""
+        from ray import serve
+        spec = self.layout.units[unit]
+        spec.replicas = max(1, int(replicas))
+        serve.run(bind_pool(spec), name=spec.app, route_prefix=None)
+        self.events.append({"t": round(time.time(), 3), "event": "resize", "pool": unit,
+                            "replicas": spec.replicas})
 
-    def resize(self, key: str, replicas: int) -> None:
-        """Grows or shrinks a pool (the slow path's lever)."""
-        import ray
-        pool = self.pools[key]
-        replicas = max(1, int(replicas))
-        while len(pool.actors) < replicas:
-            self._add_actor(pool)
-            ray.get(pool.actors[-1].info.remote(), timeout=self.ready_timeout_s)
-        while len(pool.actors) > replicas:
-            a = pool.actors.pop()
-            pool.inflight.pop()
-            pool.held.pop()
-            ray.kill(a, no_restart=True)
-        pool.replicas = replicas
-        self.events.append({"t": time.time(), "event": "resize", "pool": key, "replicas": replicas})
+    def apply(self, plan) -> dict:
+        """Adopts a new plan make-before-break: new or changed units start under new names, the
+        ingress switches to them once they run, then the old ones are deleted. Returns the event."""
+        from ray import serve
 
-    def rebind(self, graph: RtGraph) -> list[str]:
-        """Adopts a new plan's graph: operators whose placement changed get new pools; pools no
-        operator uses any more are killed. Returns the operators that moved."""
-        import ray
-        moved = [n for n, op in graph.operators.items()
-                 if n in self.graph.operators and op.kind != "llm.kv_transfer"
-                 and (op.device, op.tp, op.batch) != (self.graph.operators[n].device,
-                                                      self.graph.operators[n].tp,
-                                                      self.graph.operators[n].batch)]
-        only = set(moved)
-        for members in self.groups.values():      # a fused chain with a moved member is rebuilt
-            if only & set(members):
-                only |= set(members)
-        self.build_pools(graph, only=only)
-        self.graph = graph
-        want: dict[str, int] = {}
-        for n, op in graph.operators.items():
-            key = self.op_pool.get(n)
-            if key in self.pools and op.kind != "llm.kv_transfer":
-                want[key] = max(want.get(key, 1), max(1, op.replicas))
-        for key, r in want.items():
-            if r != len(self.pools[key].actors):
-                self.resize(key, r)
-        used = set(self.op_pool.values())
-        for key in [k for k in self.pools if k not in used]:
-            for a in self.pools[key].actors:
-                try:
-                    ray.kill(a, no_restart=True)
-                except Exception:  # noqa: BLE001
-                    pass
-            del self.pools[key]
-        self.events.append({"t": time.time(), "event": "rebind", "moved": moved})
-        return moved
+        from hetagent.placement.plan import load_plan
+        plan = load_plan(plan)
+        graph = from_plan(plan, self.workflow_index)
+        self.version += 1
+        new = self.layout_for(graph, self.version)
+        old = self.layout
+        keep, start, scale = {}, {}, {}
+        for u, spec in new.units.items():
+            cur = old.units.get(u)
+            if cur is not None and cur.signature() == spec.signature():
+                spec.app = cur.app
+                keep[u] = spec
+                if cur.replicas != spec.replicas or cur.autoscaling != spec.autoscaling:
+                    scale[u] = spec
+            else:
+                start[u] = spec
+        t0 = time.time()
+        if start:
+            try:
+                serve.run_many([serve.RunTarget(bind_pool(s), name=s.app, route_prefix=None)
+                                for s in start.values()])
+            except Exception as e:  # noqa: BLE001
+                raise HetagentError(f"the new pools did not start: {_last_line(e)}") from None
+        ready = time.time()
+        for spec in scale.values():                  # in place, no restart
+            serve.run(bind_pool(spec), name=spec.app, route_prefix=None)
+        self.ingress.rebind.remote(graph, new.routes(), dict(new.unit_of), dict(new.chains),
+                                   self.emulated_for(graph)).result(timeout_s=60)
+        switched = time.time()
+        gone = [s.app for u, s in old.units.items() if new.units.get(u) is None
+                or new.units[u].app != s.app]
+        delete_apps(gone)
+        self.layout, self.graph, self.plan = new, graph, plan
+        ev = {"t": round(switched, 3), "event": "apply", "started": sorted(start), "resized": sorted(scale),
+              "deleted": gone, "new_ready_s": round(ready - t0, 3),
+              "switched_after_ready": switched >= ready, "deleted_after_switch": time.time() >= switched}
+        self.events.append(ev)
+        return ev
 
+    def emulated_for(self, graph: RtGraph) -> list[str]:
+        return sorted(n for n, op in graph.operators.items()
+                      if op.kind != "llm.kv_transfer" and self.is_emulated(op))
+
+    # -- stop ------------------------------------------------------------------------------------------
     def shutdown(self) -> None:
         try:
             import ray
         except ImportError:
             return
+        if self.tool_server is not None:
+            self.tool_server.stop()
+            self.tool_server = None
         if not ray.is_initialized():
             return
-        for p in self.pools.values():
-            for a in p.actors:
-                try:
-                    ray.kill(a, no_restart=True)
-                except Exception:  # noqa: BLE001
-                    pass
-        if self.tool_actor is not None:
-            try:
-                ray.kill(self.tool_actor, no_restart=True)
-            except Exception:  # noqa: BLE001
-                pass
-        self.pools.clear()
-        if self.started_ray:
+        if self.started_ray:             # our own instance: everything goes with it
             ray.shutdown()
+            return
+        # someone else's Ray: remove our applications only (all at once: each waits for its drain)
+        apps = [self.ingress_app] + [s.app for s in (self.layout.units.values() if self.layout else [])]
+        delete_apps(apps)
+
+
+def delete_apps(apps: list[str]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ray import serve
+
+    def one(app):
+        try:
+            serve.delete(app)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+    with ThreadPoolExecutor(max_workers=max(1, min(16, len(apps)))) as ex:
+        list(ex.map(one, apps))
+
+
+def _last_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return (lines[-1] if lines else type(e).__name__)[:400]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import random
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hetagent.errors import HetagentError
@@ -51,8 +51,9 @@ class RtOperator:
     latency_ms: float = 0.0
     loops: list[tuple[str, int]] = field(default_factory=list)     # (loop key, copy k)
     arms: list[tuple[str, int]] = field(default_factory=list)      # (branch key, arm index)
-    node: str = ""          # the workflow node (loop copy stripped): pools may be shared by copies
+    node: str = ""          # the workflow node (loop copy stripped)
     bound: str = ""
+    pool: str | None = None  # the serving pool (plan.json `pools[].id`); None for a KV hand-off
 
     @property
     def waits(self) -> bool:
@@ -73,6 +74,7 @@ class RtGraph:
     rate_rps: float
     fleet: dict[str, int]
     predicted: dict
+    pools: dict[str, dict] = field(default_factory=dict)    # plan.json `pools` by id
 
     @property
     def sinks(self) -> list[str]:
@@ -247,7 +249,7 @@ def from_plan(plan, workflow_index: int = 0) -> RtGraph:
         lg, ag, node = _guards(o.name, loops, arm_of)
         ops[o.name] = RtOperator(o.name, o.kind, dict(o.attrs), o.weight, o.on_sla_path, p.device,
                                  p.tp, p.batch, p.replicas, p.precision, float(p.latency_ms or 0.0),
-                                 lg, ag, node, p.bound)
+                                 lg, ag, node, p.bound, getattr(p, "pool", None))
     preds = {n: [] for n in ops}
     succs = {n: [] for n in ops}
     for a, b in graph.edges:
@@ -261,8 +263,12 @@ def from_plan(plan, workflow_index: int = 0) -> RtGraph:
     elif plan.predicted.get("sla_ms") is not None:
         sla = float(plan.predicted["sla_ms"])
     rate = float(plan.inputs.get("rate") or graph.rate_rps or 1.0)
+    pools = {}
+    for q in getattr(plan, "pools", None) or []:
+        q = q if isinstance(q, dict) else asdict(q)
+        pools[q["id"]] = q
     return RtGraph(graph.workflow, ops, order, preds, succs, loops, branches, sla, rate,
-                   dict(plan.fleet), dict(plan.predicted))
+                   dict(plan.fleet), dict(plan.predicted), pools)
 
 
 def _topo(names: list[str], preds: dict) -> list[str]:

@@ -1,5 +1,8 @@
 """Run metrics: every request counted (completed, failed, refused, lost), latency percentiles per
-stage and end to end, SLA attainment, throughput, emulated operators, predicted versus measured."""
+stage and end to end, SLA attainment, throughput, emulated operators, predicted versus measured, and
+which of the two explains a miss: the plan's prediction, or this host (`host_bound`: emulated operators
+whose stand-in, not the predicted device time, set the pace on more than HOST_BOUND_SHARE of their calls).
+"""
 from __future__ import annotations
 
 import threading
@@ -7,6 +10,9 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+
+HOST_BOUND_SHARE = 0.05       # of an emulated operator's calls where its stand-in set the pace
+MISSED_BY = 0.25              # a stage's service p50 over its prediction by more than this (and 5 ms)
 
 
 def percentiles(xs, ps=(50, 95, 99)) -> dict:
@@ -26,7 +32,7 @@ class RequestRecord:
     service: dict = field(default_factory=dict)     # operator -> ms (replica side)
     error: str | None = None
     retries: int = 0
-    kv: list = field(default_factory=list)          # [(operator, bytes, ms)]
+    kv: list = field(default_factory=list)          # [{operator, bytes, ms, mode}]
 
 
 class RunMetrics:
@@ -46,19 +52,24 @@ class RunMetrics:
             self.records[rid] = r
         return r
 
-    def note_standin(self, op: str, meta: dict) -> None:
-        if not meta.get("emulated"):
-            return
+    def record(self, rid: str, res: dict) -> None:
+        """The ingress's answer for request rid (hetagent.runtime.ingress.Record.to_json)."""
         with self.lock:
-            s = self.standin.setdefault(op, {"own_ms": [], "predicted_ms": meta.get("predicted_ms"),
-                                             "slower": 0})
-            s["own_ms"].append(meta.get("own_ms", 0.0))
-            s["slower"] += int(bool(meta.get("standin_slower")))
-
-    def note_compiled(self, op: str, meta: dict) -> None:
-        if meta.get("compiled"):
-            with self.lock:
-                self.compiled_calls[op] = self.compiled_calls.get(op, 0) + 1
+            r = self.records[rid]
+            r.status, r.latency_ms, r.error = res["status"], res.get("latency_ms"), res.get("error")
+            r.stages, r.service = dict(res.get("stages") or {}), dict(res.get("service") or {})
+            r.retries, r.kv = int(res.get("retries") or 0), list(res.get("kv") or [])
+            for op, m in (res.get("ops") or {}).items():
+                if m.get("compiled"):
+                    self.compiled_calls[op] = self.compiled_calls.get(op, 0) + 1
+                if not m.get("emulated"):
+                    continue
+                s = self.standin.setdefault(op, {"own_ms": [], "predicted_ms": m.get("predicted_ms"),
+                                                 "slower": 0, "shared": 0, "calls": 0})
+                s["calls"] += 1
+                s["own_ms"].append(m.get("own_ms", 0.0))
+                s["slower"] += int(bool(m.get("standin_set_pace")))
+                s["shared"] += int(bool(m.get("shared")))
 
     def recent(self, window_s: float = 10.0) -> dict:
         """Rate, latency and attainment over the last window (the live view, the slow path)."""
@@ -87,8 +98,14 @@ class RunMetrics:
             wall_s = (max(ends) - min(r.sent for r in rs)) if done else 0.0
         per_stage = {}
         pred = (predicted or {}).get("per_stage_ms", {})
+        service: dict[str, list] = {}
+        for r in done:
+            for op, ms in r.service.items():
+                if ms is not None:
+                    service.setdefault(op, []).append(ms)
         for op, v in sorted(_stage_lists(done).items()):
             per_stage[op] = {**percentiles(v), "n": len(v),
+                             "service_p50": percentiles(service.get(op, []), (50,))["p50"],
                              "predicted_ms": round(pred[op], 3) if op in pred else None}
         kv = [k for r in done for k in r.kv]
         out = {
@@ -104,17 +121,50 @@ class RunMetrics:
             "wall_s": round(wall_s, 3),
             "retries": sum(r.retries for r in rs),
             "emulated": sorted(emulated or []),
+            "host_bound": host_bound(standin),
             "per_stage_ms": per_stage,
             "predicted_end_to_end_ms": (predicted or {}).get("end_to_end_ms"),
             "standin": {op: {"own_ms": percentiles(v["own_ms"]), "predicted_ms": v["predicted_ms"],
-                             "slower_than_predicted": v["slower"]} for op, v in standin.items()},
+                             "calls": v["calls"], "slower_than_predicted": v["slower"],
+                             "shared": v["shared"]} for op, v in standin.items()},
             "kv_transfer": {"count": len(kv),
-                            "bytes": percentiles([b for _, b, _ in kv], (50,)).get("p50"),
-                            "ms": percentiles([m for _, _, m in kv], (50, 95))},
+                            "mode": sorted({k.get("mode") or "-" for k in kv}),
+                            "bytes": percentiles([k.get("bytes", 0) for k in kv], (50,)).get("p50"),
+                            "ms": percentiles([k.get("ms", 0) for k in kv], (50, 95))},
             "compiled_calls": compiled_calls,
             "errors": sorted({r.error for r in rs if r.error})[:10],
         }
+        out["diagnosis"] = diagnose(out)
         return out
+
+
+def host_bound(standin: dict) -> list[str]:
+    """Emulated operators whose stand-in, not the predicted device time, set the pace on more than
+    HOST_BOUND_SHARE of their calls."""
+    return sorted(op for op, v in standin.items()
+                  if v["calls"] and v["slower"] > HOST_BOUND_SHARE * v["calls"])
+
+
+def diagnose(s: dict) -> dict:
+    """Which explains what was measured: the plan's prediction, or this host."""
+    hb = set(s.get("host_bound") or [])
+    def over(v):      # the replica's own time (no hop, no queue) over the prediction
+        got, pred = v.get("service_p50"), v.get("predicted_ms")
+        return bool(pred) and got is not None and got > pred * (1 + MISSED_BY) and got - pred > 5
+    missed = sorted(op for op, v in s.get("per_stage_ms", {}).items() if op not in hb and over(v))
+    p95, sla = (s.get("latency_ms") or {}).get("p95"), s.get("sla_ms")
+    if p95 is None:
+        verdict = "no request completed"
+    elif not sla or p95 <= sla:
+        verdict = "the SLA held at p95"
+    elif hb:
+        verdict = f"the SLA missed at p95 and this host was the bottleneck: {', '.join(sorted(hb))}'s " \
+                  f"stand-ins set the pace (not the plan)"
+    elif missed:
+        verdict = f"the SLA missed at p95: the plan's prediction missed at {', '.join(missed)}"
+    else:
+        verdict = "the SLA missed at p95 with every stage near its prediction (queueing or overhead)"
+    return {"host_bound": sorted(hb), "prediction_missed": missed, "verdict": verdict}
 
 
 def _attain(lat, sla_ms) -> float | None:
@@ -157,9 +207,16 @@ def format_summary(s: dict) -> str:
                          str(v["n"])))
         w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         out += ["  " + "  ".join(c.ljust(x) for c, x in zip(r, w)).rstrip() for r in rows]
-    slow = [op for op, v in s.get("standin", {}).items() if v["slower_than_predicted"]]
-    if slow:
-        out.append("stand-ins slower than the predicted device time (flagged): " + ", ".join(slow))
+    emu = s.get("emulation") or {}
+    if emu.get("why"):
+        out.append("emulation: " + emu["why"])
+    if s.get("host_bound"):
+        out.append("host-bound (the stand-in, not the plan, set the pace): " + ", ".join(s["host_bound"]))
+    if s.get("diagnosis"):
+        if s["diagnosis"]["prediction_missed"]:
+            out.append("slower than predicted (their own service time): "
+                       + ", ".join(s["diagnosis"]["prediction_missed"]))
+        out.append("verdict: " + s["diagnosis"]["verdict"])
     if s.get("errors"):
         out.append("errors: " + "; ".join(s["errors"]))
     return "\n".join(out)

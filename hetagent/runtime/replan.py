@@ -1,5 +1,7 @@
 """The slow path: re-plan when the measured load or the fleet drifts from the plan, with a penalty on
-change, and resize pools. Advisory mode prints the proposed change without applying it.
+change, and resize pools. Advisory mode prints the proposed change without applying it. A plan is
+applied make-before-break (hetagent.runtime.deploy.Deployment.apply): its new pools run before the
+ingress switches to them, and only then are the old ones removed.
 
 Triggers, checked every `interval_s` over the last `window_s` of requests:
 - fleet: a device the plan uses is no longer advertised by any live Ray node (a node or a device
@@ -7,7 +9,7 @@ Triggers, checked every `interval_s` over the last `window_s` of requests:
 - rate: the measured arrival rate differs from the planned rate by more than `drift` (relative)
   -> re-plan at the measured rate;
 - latency: a stage's measured median exceeds its prediction by more than `drift` and the end-to-end
-  p95 misses the SLA -> one more replica for that stage (a resize, no solve).
+  p95 misses the SLA -> one more replica for that stage's pool (Serve's in-place scale-up, no solve).
 
 Change penalty: a candidate plan replaces the current one only if its TCO per hour, inflated by
 `change_penalty` per changed placement (as a fraction of the operators), beats the current plan's
@@ -103,7 +105,7 @@ class Replanner:
         self.change_penalty, self.cooldown_s, self.min_requests = change_penalty, cooldown_s, min_requests
         self.out = out or sys.stderr
         self.solver = solver or solve_again
-        self.plan = _as_plan(rt.d.plan_source)
+        self.plan = _as_plan(rt.plan)
         self.abandoned: dict[tuple, float] = {}
         self.events: list[dict] = []
         self._stop = threading.Event()
@@ -139,13 +141,13 @@ class Replanner:
     def check(self) -> dict | None:
         with self.lock:
             from hetagent.runtime.deploy import cluster_devices
-            used = self.rt.d.devices_used()
+            used = self.rt.devices_used()
             alive = cluster_devices()
             lost = sorted(d for d in used if alive.get(d, 0) < 1)
             if lost:
                 return self._replan(f"device(s) lost: {', '.join(lost)}", alive=alive, forced=True)
-            rec = self.rt.metrics.recent(self.window_s)
-            planned = self.rt.d.graph.rate_rps
+            rec = self.rt.recent(self.window_s)
+            planned = self.rt.graph.rate_rps
             n = rec["completed"] + rec["refused"] + rec["failed"]
             if n >= self.min_requests and planned > 0 and \
                     abs(rec["rate"] - planned) / planned > self.drift:
@@ -158,7 +160,7 @@ class Replanner:
         p95 = rec["latency_ms"].get("p95")
         if not sla or p95 is None or p95 <= sla or rec["completed"] < self.min_requests:
             return None
-        g = self.rt.d.graph
+        g = self.rt.graph
         worst, ratio = None, 1 + self.drift
         for op, ms in rec["stages"].items():
             pred = g.operators[op].latency_ms if op in g.operators else 0
@@ -166,12 +168,14 @@ class Replanner:
                 worst, ratio = op, ms / pred
         if worst is None:
             return None
-        key = self.rt.d.op_pool[worst]
-        n = len(self.rt.d.pools[key].actors) + 1
+        key = self.rt.unit_of(worst)
+        if key is None:
+            return None
+        n = self.rt.replicas(key) + 1
         ev = self._event("resize", stage=worst, measured_over_predicted=round(ratio, 2),
                          pool=key, replicas=n)
         if not self.advisory:
-            self.rt.d.resize(key, n)
+            self.rt.resize(key, n)
         return ev
 
     def _replan(self, reason: str, *, rate=None, alive=None, forced=False) -> dict | None:
@@ -195,13 +199,10 @@ class Replanner:
         ev = self._event("replan", reason=reason, changed_placements=changes,
                          fleet=new.fleet, per_hour=round(cand, 6), was_per_hour=round(cur, 6))
         if not self.advisory:
-            from hetagent.runtime.graph import from_plan
-            graph = from_plan(new)
-            moved = self.rt.d.rebind(graph)
+            applied = self.rt.apply(new)
             self.abandoned[_signature(self.plan)] = now
             self.plan = new
-            self.rt.d.plan_source = new
-            ev["moved"] = moved
+            ev["applied"] = applied
         return ev
 
 

@@ -1,26 +1,25 @@
-"""Operator executors: what one replica of a placed operator runs, real, emulated or remote.
+"""Operator executors: what a replica of a serving pool runs for one operator, real, emulated or remote.
 
 An executor takes the request's context (deadline, id) and the payloads of its predecessors (dicts)
 and returns one payload dict. Payload keys: `audio`/`sample_rate` (16 kHz float32 input), `feats`,
 `enc` (whisper), `question` (the transcript or the text asked), `text` (the latest text produced),
-`vec`, `passages`, `tool_results`, `kv` (llama.cpp KVState), `prompt`, `phonemes`,
-`audio_out`/`out_rate` (speech out).
+`vec`, `passages`, `tool_results`, `prompt`/`first` (an LLM prompt and the first token its prefill
+chose), `phonemes`, `audio_out`/`out_rate` (speech out).
 
-Real executors wrap hetagent.backends (whisper-tiny, MiniLM, FAISS, gemma-3-270m via llama.cpp,
-Piper, the loopback search tool, sandboxed code). An operator placed on a device that is absent here
-is *emulated*: the small real model of its kind (the stand-in) computes the output, which is released
-at the later of the stand-in's finish and the plan's predicted latency; both times are reported, and
-a stand-in slower than the prediction is flagged. LLM operators may instead be bound to an
-OpenAI-compatible endpoint.
+Real executors wrap hetagent.backends: whisper-tiny, MiniLM, FAISS, Piper, the loopback search tool,
+sandboxed code, and for every LLM operator an engine process per replica, llama.cpp's
+OpenAI-compatible server (hetagent.backends.llm_server), as a GPU deployment runs a vLLM server per
+replica. Prefill asks the engine for the first token (its time is the time to first token); decode
+continues on the decode pool's own engine, which rebuilds the prompt's KV cache first (the server has no
+way to import one: the hand-off is a recompute, timed as the `llm.kv_transfer` stage) and then
+generates. LLM operators may instead be bound to an existing OpenAI-compatible endpoint.
 
-`OperatorActor` is the Ray actor around an executor: an asyncio actor whose calls queue into a
-batcher (up to the planned batch size, a short wait to fill it), run on one worker thread (a model
-context is not thread-safe), and answer (meta, payload) as two objects so the router reads the small
-meta and hands the payload's reference straight to the next operator.
+An operator placed on a device that is absent here is *emulated* by hetagent.runtime.pools: the small
+real model of its kind (the stand-in) computes the output here, and the pool holds the call for the
+plan's predicted device time.
 """
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from dataclasses import dataclass, field
@@ -52,16 +51,23 @@ class OpSpec:
     endpoint: dict | None = None   # {"base_url", "model", "api_key", "timeout_s"}
     standin_max_prompt: int = 192  # emulated LLMs: the stand-in reads at most this many tokens
     standin_max_output: int = 12   # ... and writes at most this many
+    bound: str = ""                # the placement's bound resource (compute, memory, network, ...)
     code: str | None = None        # compute.code source (else a stand-in burning cpu_ms)
     code_limits: dict = field(default_factory=dict)
     corpus_vectors: object = None  # memory.vector_search: (vectors, passages)
-    members: list | None = None    # a fused pool: the OpSpecs of a chain of cheap operators, in order
     embed_asset: dict | None = None  # embed.encode: a built llvm-cpu manifest entry (+ "_base_dir")
 
 
 def is_cheap(spec: OpSpec) -> bool:
-    """Run inline (and fusable): a cheap kind, real (an emulated one holds its device time), no endpoint."""
+    """Run on the replica's event loop (and fusable): a cheap kind, real (an emulated one holds its
+    device time), no endpoint."""
     return spec.kind in CHEAP_KINDS and not spec.emulated and spec.endpoint is None
+
+
+def waits_on_io(spec: OpSpec) -> bool:
+    """An I/O-bound operator (a tool, a remote API, a bound endpoint): many calls at once per replica."""
+    return spec.kind in ("tool.lookup", "llm.remote") or spec.bound == "network" \
+        or spec.endpoint is not None
 
 
 class ModelCache:
@@ -85,15 +91,24 @@ class ModelCache:
                     pass
                 from hetagent.backends.embed import Embedder
                 self._m[key] = Embedder()
-            elif key == "gemma":
-                from hetagent.backends.llm_llamacpp import LlamaCppLLM
-                self._m[key] = LlamaCppLLM(n_ctx=2048, threads=t)
+            elif key == "engine":     # one llama.cpp server process per replica
+                from hetagent.backends.llm_server import LlamaServer
+                self._m[key] = LlamaServer(threads=t).start()
             elif key == "piper":
                 from hetagent.backends.tts import PiperTTS
                 self._m[key] = PiperTTS(threads=t)
             else:
                 raise HetagentError(f"no model '{key}'")
         return self._m[key]
+
+    def loaded(self, key: str):
+        return self._m.get(key)
+
+    def close(self) -> None:
+        """Stops the engine processes this cache started."""
+        eng = self._m.pop("engine", None)
+        if eng is not None:
+            eng.stop()
 
 
 def merge(inputs: list[dict]) -> dict:
@@ -147,7 +162,8 @@ class Executor:
         elif k == "embed.encode":
             self.embedder()
         elif k in LLM_KINDS:
-            self.models.get("gemma")
+            self.models.get("engine")
+            self.tokens("warm up")
         elif k == "memory.vector_search":
             self._build_index()
 
@@ -277,35 +293,52 @@ class Executor:
             prompt, out = min(prompt, self.spec.standin_max_prompt), min(out, self.spec.standin_max_output)
         return max(prompt, 8), max(out, 1)
 
-    def _llm_prefill(self, ctx, p, info):
-        llm = self.models.get("gemma")
+    def tokens(self, text: str) -> list[int]:
+        from hetagent.backends.llm_server import tokenizer
+        return tokenizer().tokenize(text.encode("utf-8"), add_bos=False)
+
+    def _cut_prompt(self, text: str) -> tuple[str, int]:
+        """The prompt cut to the operator's prompt tokens (the question kept at its end)."""
+        from hetagent.backends.llm_server import tokenizer
         budget, _ = self._llm_budget()
-        toks = llm.tokenize(self._prompt(p))
-        if len(toks) > budget:                        # keep the BOS and the question at the end
-            toks = toks[:1] + toks[len(toks) - budget + 1:]
-        state = llm.prefill_tokens(toks)
-        info.update(prompt_tokens=len(toks), kv_bytes=state.nbytes,
-                    kv_save_ms=state.save_seconds * 1000)
-        return {**p, "kv": state}
+        toks = self.tokens(text)
+        if len(toks) <= budget:
+            return text, len(toks)
+        toks = toks[len(toks) - budget:]
+        return tokenizer().detokenize(toks).decode("utf-8", errors="replace"), len(toks)
+
+    def _llm_prefill(self, ctx, p, info):
+        """The engine reads the prompt and picks the first token: the time to first token."""
+        prompt, n = self._cut_prompt(self._prompt(p))
+        first, usage, s = self.models.get("engine").complete(prompt, 1, timeout_s=_remaining(ctx))
+        info.update(prompt_tokens=usage.get("prompt_tokens", n))
+        return {**p, "prompt": prompt, "first": first}
 
     def _llm_decode(self, ctx, p, info):
-        llm = self.models.get("gemma")
+        """Continues from prefill's first token on this pool's engine: the prompt's KV cache is
+        rebuilt first (the hand-off, timed as kv_restore_ms), then the rest is generated; the
+        engine reuses the cache it just built for the second call."""
+        eng = self.models.get("engine")
         _, n = self._llm_budget()
-        state = p.get("kv")
-        if state is None:
-            state = llm.prefill(self._prompt(p))
-        res = llm.decode(state, max_tokens=n)
-        info.update(output_tokens=len(res.tokens), kv_bytes=state.nbytes,
-                    kv_restore_ms=res.restore_seconds * 1000)
-        out = {k: v for k, v in p.items() if k != "kv"}
-        out["text"] = res.text.strip() or "(no answer)"
+        prompt = p.get("prompt") or self._cut_prompt(self._prompt(p))[0]
+        first = p.get("first", "")
+        context = prompt + first
+        _, _, rebuild_s = eng.complete(context, 1, timeout_s=_remaining(ctx))
+        text, usage = "", {}
+        if n > 1:
+            text, usage, _ = eng.complete(context, n - 1, timeout_s=_remaining(ctx))
+        info.update(output_tokens=1 + int(usage.get("completion_tokens", 0)),
+                    kv_restore_ms=rebuild_s * 1000, kv_bytes=len(context.encode("utf-8")),
+                    kv_mode="recompute")
+        out = {k: v for k, v in p.items() if k not in ("prompt", "first")}
+        out["text"] = (first + text).strip() or "(no answer)"
         return out
 
     def _llm_remote(self, ctx, p, info):
-        llm = self.models.get("gemma")
         _, n = self._llm_budget()
-        res = llm.generate(self._prompt(p), max_tokens=n)
-        return {**p, "text": res.text.strip() or "(no answer)"}
+        prompt, _ = self._cut_prompt(self._prompt(p))
+        text, _, _ = self.models.get("engine").complete(prompt, n, timeout_s=_remaining(ctx))
+        return {**p, "text": text.strip() or "(no answer)"}
 
     def _remote_llm(self, ctx, p, info):
         """Bound to an OpenAI-compatible endpoint: prefill only carries the prompt; decode calls."""
@@ -315,7 +348,7 @@ class Executor:
         prompt = p.get("prompt") or self._prompt(p)
         text, usage, s = self._endpoint.complete(prompt, n, timeout_s=_remaining(ctx))
         info.update(endpoint=self._endpoint.base_url, usage=usage)
-        out = {k: v for k, v in p.items() if k not in ("prompt", "kv")}
+        out = {k: v for k, v in p.items() if k not in ("prompt", "first")}
         out["text"] = text.strip() or "(no answer)"
         return out
 
@@ -345,6 +378,7 @@ class Executor:
         inputs = {"text": str(p.get("text", ""))[:4096], "question": _query(p)}
         res = sandbox.run_code(src, inputs, lim)
         info["sandbox_ms"] = res.seconds * 1000
+        info["child_cpu_ms"] = res.cpu_seconds * 1000    # not in this process's CPU time
         out = {**p, "code_result": res.result}
         if self.spec.code:   # real code: its `text` (or Dify's `result`) is the text handed on
             text = res.result.get("text", res.result.get("result"))
@@ -380,161 +414,6 @@ def _query(p: dict) -> str:
 
 def make_executor(spec: OpSpec, models: ModelCache | None = None) -> Executor:
     return Executor(spec, models)
-
-
-def run_once(ex: Executor, ctx: dict, inputs: list[dict]) -> tuple[dict, dict]:
-    """One call with emulation applied, synchronously: (payload, meta). Used by the actor and the
-    benchmark's direct path."""
-    t0 = time.perf_counter()
-    out, info = ex.run(ctx, inputs)
-    own = time.perf_counter() - t0
-    return out, _meta(ex.spec, own, own, info)
-
-
-def _meta(spec: OpSpec, own_s: float, held_s: float, info: dict) -> dict:
-    m = {"service_ms": held_s * 1000, "own_ms": own_s * 1000, "emulated": spec.emulated,
-         "pid": os.getpid(), **info}
-    if spec.emulated:
-        m["predicted_ms"] = spec.latency_ms
-        m["standin_slower"] = own_s * 1000 > spec.latency_ms
-    return m
-
-
-class OperatorReplica:
-    """The body of the Ray actor (kept importable without Ray)."""
-
-    def __init__(self, spec: OpSpec, index: int = 0):
-        self.spec = spec
-        self.index = index
-        # a fused pool runs a chain of cheap operators, each with its own executor, in one call
-        self.members = [make_executor(m) for m in spec.members] if spec.members else None
-        for m in self.members or []:
-            m.warm()
-        self.ex = make_executor(spec) if self.members is None else None
-        if self.ex is not None:
-            self.ex.warm()
-        self.inline = self.members is not None or is_cheap(spec)
-        self.queue: asyncio.Queue | None = None
-        self.worker = None
-        self.calls = 0
-        from concurrent.futures import ThreadPoolExecutor
-        waits = spec.kind in ("tool.lookup", "llm.remote") or spec.endpoint is not None
-        self.pool = ThreadPoolExecutor(max_workers=16 if waits else 1)
-        self.waits = waits
-
-    def info(self) -> dict:
-        return {"pid": os.getpid(), "name": self.spec.name, "index": self.index,
-                "emulated": self.spec.emulated, "device": self.spec.device}
-
-    async def call(self, ctx: dict, *inputs):
-        """(meta, payload). Inputs arrive resolved (Ray resolves top-level references)."""
-        self.calls += 1
-        if self.inline:    # cheap: run on the event loop, no batcher, no worker-thread hand-off
-            return self._run_inline(ctx, list(inputs))
-        loop = asyncio.get_running_loop()
-        if self.waits:   # I/O-bound: concurrent, no batching; the emulated hold is per call
-            t0 = time.perf_counter()
-            out, info = await loop.run_in_executor(self.pool, self.ex.run, ctx, list(inputs))
-            own = time.perf_counter() - t0
-            if self.spec.emulated and own * 1000 < self.spec.latency_ms:
-                await asyncio.sleep(self.spec.latency_ms / 1000 - own)
-            return _meta(self.spec, own, time.perf_counter() - t0, info), out
-        if self.queue is None:
-            self.queue = asyncio.Queue()
-            self.worker = asyncio.ensure_future(self._drain())
-        fut = loop.create_future()
-        await self.queue.put((ctx, list(inputs), fut))
-        meta, out = await fut
-        if isinstance(out, Exception):
-            raise out
-        return meta, out
-
-    def _run_inline(self, ctx: dict, inputs: list):
-        if self.members is None:
-            t0 = time.perf_counter()
-            out, info = self.ex.run(ctx, inputs)
-            own = time.perf_counter() - t0
-            return _meta(self.spec, own, own, info), out
-        metas = []
-        t_all = time.perf_counter()
-        for ex in self.members:
-            t0 = time.perf_counter()
-            out, info = ex.run(ctx, inputs)
-            own = time.perf_counter() - t0
-            metas.append(_meta(ex.spec, own, own, info))
-            inputs = [out]
-        own = time.perf_counter() - t_all
-        return {**_meta(self.spec, own, own, {}), "members": metas}, out
-
-    async def _drain(self):
-        loop = asyncio.get_running_loop()
-        b = max(1, int(self.spec.batch))
-        while True:
-            first = await self.queue.get()
-            items = [first]
-            if b > 1:
-                end = loop.time() + 0.003
-                while len(items) < b:
-                    try:
-                        items.append(await asyncio.wait_for(self.queue.get(),
-                                                            max(0.0, end - loop.time())))
-                    except asyncio.TimeoutError:
-                        break
-            t0 = time.perf_counter()
-            try:
-                if len(items) == 1:
-                    res = [await loop.run_in_executor(self.pool, self.ex.run, items[0][0],
-                                                      items[0][1])]
-                else:
-                    res = await loop.run_in_executor(
-                        self.pool, self.ex.run_batch, [(c, i) for c, i, _ in items])
-            except Exception as e:  # noqa: BLE001 - the error goes back to each caller
-                res = [(e, {})] * len(items)
-            own = time.perf_counter() - t0
-            if self.spec.emulated and own * 1000 < self.spec.latency_ms:
-                # the emulated device is busy for its predicted time per batch
-                await asyncio.sleep(self.spec.latency_ms / 1000 - own)
-            held = time.perf_counter() - t0
-            for (_, _, fut), (out, info) in zip(items, res):
-                if not fut.done():
-                    meta = _meta(self.spec, own, held, {**info, "batch": len(items)})
-                    fut.set_result((meta, out))
-
-
-def ray_actor_class():
-    """The Ray actor class (Ray imported lazily)."""
-    import ray
-
-    @ray.remote
-    class OperatorActor:
-        def __init__(self, spec: OpSpec, index: int = 0):
-            self.r = OperatorReplica(spec, index)
-
-        def info(self) -> dict:
-            return self.r.info()
-
-        async def call(self, ctx: dict, *inputs):
-            return await self.r.call(ctx, *inputs)
-
-        def pid(self) -> int:
-            return os.getpid()
-
-    return OperatorActor
-
-
-def tool_server_actor_class():
-    import ray
-
-    @ray.remote
-    class ToolServerActor:
-        def __init__(self, delay_ms: float = 0.0):
-            from hetagent.backends.http_tool import SearchToolServer
-            self.s = SearchToolServer(delay_ms=delay_ms).start()
-
-        def url(self) -> str:
-            return self.s.url
-
-    return ToolServerActor
 
 
 def corpus_vectors(models: ModelCache | None = None):
