@@ -201,6 +201,9 @@ def test_aws_rows_are_the_ones_the_device_catalog_cites(instances):
     m7i = instances["aws-m7i.48xlarge"]
     assert m7i.cpu_only and m7i.host_cpu == "xeon-sapphirerapids"
     assert m7i.usd_per_hour == pytest.approx(2 * cat["xeon-sapphirerapids"].rent_usd_per_hour)
+    assert m7i.host_sockets == 1 and m7i.host_cores == 96      # whole 112-thread catalog sockets in 192 vCPUs
+    assert instances["nebius-cpu-d3-192vcpu-768gb"].fleet_devices == {"epyc-genoa": 1}
+    assert instances["nebius-cpu-d3-4vcpu-16gb"].host_sockets == 0
     for st in (instances["aws-g4dn.xlarge"], instances["aws-g5.xlarge"]):
         assert "aws.amazon.com" in st.sources["usd_per_hour"] and st.spot_usd_per_hour is None
 
