@@ -3,7 +3,6 @@ hetagent.costmodel.servers, tco.server_hour_cost)."""
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import shutil
 import subprocess
@@ -25,19 +24,13 @@ from hetagent.costmodel.tco import (
 from hetagent.errors import CatalogError, CostModelError, InputError
 
 SHARED_PRICES = Path(__file__).resolve().parents[2] / "shared" / "data" / "prices"
-# Devices another branch (issue 13) adds to the catalog; their server files are written against these ids.
-PENDING = {"mi325x", "mi355x", "h200-nvl", "gb200", "rtx-pro-6000", "arc-pro-b60"}
 CSV_NAMES = {"H100": "h100", "A100-80G": "a100", "L40S": "l40s", "L4": "l4", "A40": "a40", "B200": "b200",
              "H200": "h200", "RTXPro6000": "rtx-pro-6000"}
 LEFT_OUT = {"V100", "V100-32G", "A100"}
 
 
 def _full_catalog():
-    """The default catalog plus stand-ins for the devices still pending on another branch (unpriced, as there)."""
-    cat = load_catalog()
-    for d in PENDING - set(cat):
-        cat[d] = dataclasses.replace(cat["h100"], id=d, name=d, price_usd=None, rent_usd_per_hour=None)
-    return cat
+    return load_catalog()
 
 
 @pytest.fixture(scope="module")
@@ -62,13 +55,15 @@ def test_every_shipped_file_loads(servers, instances):
     files = sorted(p.stem for p in (config_dir() / "servers").glob("*.yaml"))
     assert sorted(servers) == files and len(files) >= 39
     skipped = {}
-    default = load_server_types(skipped=skipped)
-    # with the default catalog only the pending devices' types are left out, each saying why
-    assert set(default) | set(skipped) == set(files)
-    cat = load_catalog()
+    assert load_instance_types(skipped=skipped) and not skipped          # every device is a catalog device
+    # a narrower catalog leaves out the types of the devices it lacks, each saying why
+    paper = load_server_types(catalog="paper-2025", skipped=skipped)
+    assert set(paper) | set(skipped) == set(files) and "hgx-h100-8" in paper
+    paper_ids = set(load_catalog("paper-2025"))
     for sid, why in skipped.items():
-        dev = servers[sid].device
-        assert dev in PENDING and dev not in cat and dev in why
+        st = servers[sid]
+        gone = [d for d in (st.accelerator, st.host_cpu) if d and d not in paper_ids]
+        assert gone and f"device '{gone[0]}' is not in this catalog" == why
     assert all(isinstance(s, ServerType) and s.kind == "server" for s in servers.values())
     assert all(s.kind == "instance" and s.usd_per_hour > 0 for s in instances.values())
     assert len(instances) >= 70
