@@ -278,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     dv.add_argument("--catalog", default="default", help="catalog variant (default, paper-2025)")
     dv.add_argument("--json", action="store_true", help="one line of JSON on stdout")
     dv.set_defaults(func=cmd_devices)
+    from hetagent.costmodel.servers import add_commands as server_commands
+    server_commands(sub)
 
     e = sub.add_parser("estimate", help="latency, throughput, memory and bound of one LLM phase")
     e.add_argument("--model", required=True, help="model id, e.g. llama-3-8b")
