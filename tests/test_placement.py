@@ -63,9 +63,10 @@ def test_table3_reproduces_exactly():
     assert "120.0 ms" in text and "$0.095" in text
     d = json.loads(plan.dumps())
     assert set(d) == {"version", "workflows", "fleet", "pools", "deployment", "placements", "predicted", "tco", "baselines",
-                      "solver", "ir", "inputs"}
+                      "solver", "ir", "inputs", "robustness"}
     assert set(d["placements"][0]) == {"operator", "kind", "device", "tp", "pp", "batch", "replicas",
-                                       "precision", "latency_ms", "bound", "pool"}
+                                       "precision", "latency_ms", "bound", "pool", "calibration_status",
+                                       "latency_interval_ms"}
     assert set(d["tco"]) == {"per_hour", "per_million_tokens", "per_request", "per_thousand_requests",
                              "breakdown"}
     assert set(d["solver"]) == {"status", "gap", "seconds"}
