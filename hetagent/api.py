@@ -211,7 +211,8 @@ def validate_plan(workflows, given=None, *, seed: int = 0, requests: int = VALID
       queueing, every workflow is planned for 25% more load (more replicas), while the simulation keeps
       the offered rate;
     - latency: otherwise the SLA the planner works to is shortened by what the simulated percentile
-      overshoots the SLA less VALIDATION_MARGIN (0 if it does not), plus 1% of the SLA.
+      overshoots the SLA less VALIDATION_MARGIN (0 if it does not), plus 1% of the SLA, and at least to
+      0.5% of the SLA under the plan's predicted mean path: each round changes the plan.
     Stops when the percentile holds, the planner finds no plan, or after max_rounds. The final plan's
     `predicted` gains p50_ms, p95_ms, p99_ms (pooled over the runs), percentile and validated
     {seed, seeds, requests, duration_s, holds}; meets_sla says whether it holds.
@@ -244,7 +245,9 @@ def validate_plan(workflows, given=None, *, seed: int = 0, requests: int = VALID
         else:        # plan the mean path shorter by what the percentile overshoots, and 1% more
             sla, now = check["sla_ms"], head["sla_factor"]
             over = max(got - sla * (1 - VALIDATION_MARGIN), 0.0) + 0.01 * sla if math.isfinite(got) else 0.2 * sla
-            head["sla_factor"] = max(now - over / sla, 0.5 * now)
+            # and at least just under the plan's own mean path: a bound above it returns the same plan
+            mean = float(current.predicted.get("end_to_end_ms") or sla * now)
+            head["sla_factor"] = max(min(now - over / sla, mean / sla - 0.005), 0.5 * now)
             what = f"latency: planning for {head['sla_factor']:.3g} x the SLA"
         say(f"validate: simulated p{check['percentile']:g} {_ms(got)} vs SLA {check['sla_ms']:g} ms; "
             f"headroom {what}")
