@@ -48,6 +48,8 @@ VALIDATION_SEEDS = 3            # simulations per validation, seeds seed .. seed
 VALIDATION_REQUESTS = 8000      # arrivals per simulation (at 4,000 one run's p95 of a 2 s SLA swung by 2%)
 VALIDATION_MARGIN = 0.02        # the pooled percentile must be this far under the SLA
 MAX_HEADROOM_ROUNDS = 6
+REFINE_ROUNDS = 2               # simulations while bisecting between the SLA factors that failed and held
+REFINE_SOLVES = 4               # solves while bisecting
 
 
 def plan(workflows, *, fleet=None, tco="default", catalog=None, profiles=None, rate=None,
@@ -213,7 +215,9 @@ def validate_plan(workflows, given=None, *, seed: int = 0, requests: int = VALID
     - latency: otherwise the SLA the planner works to is shortened by what the simulated percentile
       overshoots the SLA less VALIDATION_MARGIN (0 if it does not), plus 1% of the SLA, and at least to
       0.5% of the SLA under the plan's predicted mean path: each round changes the plan.
-    Stops when the percentile holds, the planner finds no plan, or after max_rounds. The final plan's
+    Stops when the percentile holds, the planner finds no plan, or after max_rounds. A latency step that
+    held may have overshot: the SLA factor is bisected back towards the one that failed (REFINE_SOLVES
+    solves, of which REFINE_ROUNDS cheaper plans are simulated), keeping a cheaper plan that holds. The final plan's
     `predicted` gains p50_ms, p95_ms, p99_ms (pooled over the runs), percentile and validated
     {seed, seeds, requests, duration_s, holds}; meets_sla says whether it holds.
     Returns {"plan", "holds", "sla_ms", "rate", "rounds": [{sla_planned_ms, rate_planned, per_hour,
@@ -237,7 +241,9 @@ def validate_plan(workflows, given=None, *, seed: int = 0, requests: int = VALID
     rounds = [_round(current, check, None)]
     if check["sla_ms"] is None:
         say("validate: the plan carries no SLA; nothing to validate")
+    failed = None                       # the headroom of the last plan that did not hold
     while check["sla_ms"] and not check["holds"] and len(rounds) <= max_rounds:
+        failed, failed_cost = dict(used or head), current.tco["per_hour"]
         got = check["at_percentile_ms"]
         if check["hot"]:
             head["rate_factor"] *= 1.25
@@ -259,6 +265,31 @@ def validate_plan(workflows, given=None, *, seed: int = 0, requests: int = VALID
             break
         check = _simulated(current, seed, seeds, requests, duration_s, arrivals, arrival_params)
         rounds.append(_round(current, check, what))
+    # a latency step may overshoot: bisect back towards the factor that failed for a cheaper plan that holds
+    if check["holds"] and failed and used and used["rate_factor"] == failed["rate_factor"]:
+        lo, hi, sims = used["sla_factor"], failed["sla_factor"], 0
+        for _ in range(REFINE_SOLVES):
+            if hi - lo < 0.01 or sims >= REFINE_ROUNDS:
+                break
+            mid = dict(used, sla_factor=(lo + hi) / 2)
+            try:
+                trial = plan_planning(prepared, **kw, headroom=mid, with_baselines=False)
+            except PlacementError:
+                lo = mid["sla_factor"]
+                continue
+            if trial.tco["per_hour"] >= current.tco["per_hour"] - 1e-9:
+                lo = mid["sla_factor"]          # no cheaper plan this tight: look looser
+                continue
+            if abs(trial.tco["per_hour"] - failed_cost) <= 1e-9:
+                hi = mid["sla_factor"]          # the plan that failed, again: look tighter
+                continue
+            trial_check = _simulated(trial, seed, seeds, requests, duration_s, arrivals, arrival_params)
+            sims += 1
+            rounds.append(_round(trial, trial_check, f"refine: planning for {mid['sla_factor']:.3g} x the SLA"))
+            if trial_check["holds"]:
+                current, check, used, lo = trial, trial_check, mid, mid["sla_factor"]
+            else:
+                hi, failed_cost = mid["sla_factor"], trial.tco["per_hour"]
     if given is None or current is not base:          # the same solve again, with its baselines
         current = plan_planning(prepared, **kw, headroom=used)
     pr = current.predicted
