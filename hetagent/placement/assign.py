@@ -134,7 +134,7 @@ def _place_cpu(pb, boxes, offers, o, ids, notes):
 
 def _public(b: dict) -> dict:
     out = {"id": b["id"], "type": b["type"], "device": b["device"], "count": b["count"],
-           "host": {"cores": b["host"]["cores"], "memory_gb": b["host"]["memory_gb"]},
+           "host": {"cores": b["host"]["cores"], "memory_gb": b["host"]["memory_gb"], "cpu": b["cpu"]},
            "devices": b["devices"]}
     if b["host"]["pools"]:
         out["host"]["pools"] = b["host"]["pools"]

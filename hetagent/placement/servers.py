@@ -39,6 +39,8 @@ class ServerOffer:
     kind: str = "server"             # server | instance | device
     note: str = ""                   # e.g. "owned: 2 of its 8 slots filled"
     type: str = ""                   # the server or instance type id (plan.json's deployment.servers[].type)
+    group: str = ""                  # offers of one physical server (an owned one, its slots filled or not):
+                                     # together at most `cap`
     source: dict = field(default_factory=dict, compare=False)   # {figure: source or estimate} for the report
 
     @property
@@ -144,11 +146,36 @@ def server_offers(devices, catalog: dict, params, mode: str, *, owned: dict | No
                 default = next((st for st in servers.values() if d in st.default_for), None)
                 if default is not None:
                     for st, n, note in owned_mapping(d, owned[d], default, catalog):
-                        own(st, n, note, f"{default.id}.owned" + ("" if st.count == default.count
-                                                                  else f"-{st.count}of{default.count}"))
+                        oid = f"{default.id}.owned" + ("" if st.count == default.count
+                                                       else f"-{st.count}of{default.count}")
+                        own(st, n, note, oid)
+                        if st.count < default.count and mode == "buy":
+                            _fill(out, oid, st, default, catalog, params)
     out = prune(out)
     have = {of.device for of in out.values()}
     return out, notes, {d for d in devices if d not in have}
+
+
+def _fill(out: dict, oid: str, partial, full, catalog: dict, params) -> None:
+    """Buy mode: the owned, partially filled server `oid` may get its empty slots filled with bought cards, to
+    each power of two up to the full server (its TP groups then span owned and bought cards). The variants
+    share the server (`group`): at most one of them is used."""
+    from hetagent.costmodel.tco import server_hour_cost
+    base = out[oid]
+    out[oid] = ServerOffer(**{**base.__dict__, "group": oid})
+    owned_hc = server_hour_cost(partial, catalog, params, "owned")
+    bought_from = server_hour_cost(partial, catalog, params, "buy")
+    size = 1
+    while size < full.count:
+        size *= 2
+        if size <= partial.count:
+            continue
+        target = _partial(full, size, catalog) if size < full.count else full
+        more = server_hour_cost(target, catalog, params, "buy")
+        hc = {k: owned_hc[k] + more[k] - bought_from[k] for k in owned_hc}
+        fid = f"{oid}+{size - partial.count}"
+        out[fid] = _offer(target, hc, params, fid, cap=base.cap, group=oid,
+                          note=f"{base.note}; {size - partial.count} more bought to fill it to {size}")
 
 
 def prune(offers: dict[str, ServerOffer]) -> dict[str, ServerOffer]:
@@ -196,6 +223,15 @@ def add_rows(prob, pb, z: dict, cost: list, use_caps: bool = True, cores_of=None
             cost.append((k, -float(of.owned_hour_cost.get("total", 0.0))))
         elif of.total:
             cost.append((s[oid], of.total))
+    groups: dict = {}
+    for of in offers.values():
+        if of.group:
+            groups.setdefault(of.group, []).append(of)
+    for gid, members in sorted(groups.items()):      # an owned server is used once, whichever way it is filled
+        cap = offers[gid].cap if gid in offers else members[0].cap
+        if cap is not None and len(members) > 1:
+            prob += pulp.LpConstraint(pulp.LpAffineExpression([(s[of.id], 1) for of in members]),
+                                      pulp.LpConstraintLE, rhs=cap)
     if use_caps:              # device caps (max_count, owned mode) on whole servers: sum servers x size <= cap
         for dev, cap in sorted(pb.caps.items()):
             terms = [(s[of.id], of.count) for of in offers.values() if of.device == dev and of.kind != "device"]
