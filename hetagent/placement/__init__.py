@@ -299,11 +299,12 @@ def _calibration(c) -> tuple[str | None, tuple | None]:
 
 def plan_from(pb: milp.Problem, out, baselines=(), ir="", inputs=None, catalog=None) -> Plan:
     from hetagent.placement.assign import assign
-    from hetagent.placement.servers import bill, device_counts
+    from hetagent.placement.servers import bill, bom, device_counts
     ev, multi = out.evaluation, len(pb.graphs) > 1
     qual = (lambda gi, n: f"{pb.graphs[gi].workflow}/{n}") if multi else (lambda gi, n: n)
     pools, pool_id = pools_of(pb, out, catalog)
     deployment, used = assign(pb, out.prep, out.choice, ev.servers, pool_id, pb.mode)
+    deployment["bill"] = bom(pb, used)
     if used != ev.servers:           # the layout needed more servers than the MILP's rows said: bill them
         extra, total = bill(pb, used)
         ev.per_hour += total - bill(pb, ev.servers)[1]

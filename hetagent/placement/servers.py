@@ -83,6 +83,11 @@ def _partial(st, filled: int, catalog: dict):
     """The server type with only `filled` of its accelerator slots filled: the accelerators' price and power
     scale down by the missing cards (each at its catalog TDP), the host stays."""
     from dataclasses import replace
+    if st.accelerator is None:            # a CPU-only server with some sockets empty: scaled per socket
+        f = filled / st.host_sockets
+        scale = (lambda x: None if x is None else x * f)
+        return replace(st, host_sockets=filled, host_cores=int(st.host_cores * f), host_memory_gb=st.host_memory_gb * f,
+                       power_w=scale(st.power_w), host_price_usd=scale(st.host_price_usd), price_usd=scale(st.price_usd))
     dev = catalog.get(st.accelerator)
     missing = st.count - filled
     power = st.power_w - missing * float(getattr(dev, "tdp_w", 0.0) or 0.0) if st.power_w is not None else None
@@ -94,13 +99,14 @@ def _partial(st, filled: int, catalog: dict):
 def owned_mapping(device: str, owned: int, st, catalog: dict) -> list[tuple]:
     """[(server type, servers, note)]: `owned` devices as servers of their default server type `st`, full
     servers and one partially filled server (e.g. "one hgx-a100-8 with 2 of its 8 slots filled")."""
-    full, rest = divmod(owned, st.count)
+    size = st.count or st.host_sockets
+    full, rest = divmod(owned, size)
     out = []
     if full:
-        out.append((st, full, f"owned: {owned} {device} as {full} x {st.id} ({st.count} each)"
-                    + (f" and one with {rest} of its {st.count} slots filled" if rest else "")))
+        out.append((st, full, f"owned: {owned} {device} as {full} x {st.id} ({size} each)"
+                    + (f" and one with {rest} of its {size} slots filled" if rest else "")))
     if rest:
-        out.append((_partial(st, rest, catalog), 1, f"owned: one {st.id} with {rest} of its {st.count} slots "
+        out.append((_partial(st, rest, catalog), 1, f"owned: one {st.id} with {rest} of its {size} slots "
                                                      f"filled ({device})"))
     return out
 
@@ -146,10 +152,10 @@ def server_offers(devices, catalog: dict, params, mode: str, *, owned: dict | No
                 default = next((st for st in servers.values() if d in st.default_for), None)
                 if default is not None:
                     for st, n, note in owned_mapping(d, owned[d], default, catalog):
-                        oid = f"{default.id}.owned" + ("" if st.count == default.count
-                                                       else f"-{st.count}of{default.count}")
+                        have, size = st.count or st.host_sockets, default.count or default.host_sockets
+                        oid = f"{default.id}.owned" + ("" if have == size else f"-{have}of{size}")
                         own(st, n, note, oid)
-                        if st.count < default.count and mode == "buy":
+                        if have < size and mode == "buy" and default.accelerator:
                             _fill(out, oid, st, default, catalog, params)
     out = prune(out)
     have = {of.device for of in out.values()}
@@ -316,6 +322,21 @@ def bill(pb, servers: dict[str, int]) -> tuple[dict, float]:
             total += m * float(hc.get("total", 0.0) or 0.0)
         row["servers"] += n
     return out, total
+
+
+def bom(pb, servers: dict[str, int]) -> list[dict]:
+    """plan.json's deployment.bill: one row per server or instance shape of the plan, its count, the unit $/hour
+    by line (owned servers at their owned cost) and where the figures come from."""
+    offers = offers_of(pb)
+    rows = []
+    for oid, n in sorted(servers.items()):
+        of = offers[oid]
+        unit = {k: round(float(of.hour_cost.get(k, 0.0) or 0.0), 6) for k in ("total", "power", *BILL_PARTS)}
+        rows.append({"offer": oid, "type": type_of(of), "kind": of.kind, "device": of.device,
+                     "accelerators": 0 if of.cpu_only else of.count, "servers": n, "usd_per_hour": unit,
+                     "total_usd_per_hour": round(n * unit["total"], 6), "owned": bool(of.cap and "owned" in of.note),
+                     "note": of.note, "sources": dict(of.source)})
+    return rows
 
 
 def reason_short(pb, device: str, tp: int) -> str | None:
