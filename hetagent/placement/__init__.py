@@ -190,7 +190,7 @@ def _server_problem(priced, devices, catalog, tco_params, mode, caps, owned, fle
     server and instance types; a device no type offers stays a single device at its own price."""
     from hetagent.errors import CostModelError
     from hetagent.placement.servers import ServerOffer, server_offers
-    offers, _, without = server_offers(priced, catalog, tco_params, mode, owned=owned, fleet_servers=fleet_servers)
+    offers, without = server_offers(priced, catalog, tco_params, mode, owned=owned, fleet_servers=fleet_servers)
     notes = []
     for d in sorted(without):
         try:

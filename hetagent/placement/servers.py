@@ -112,8 +112,8 @@ def owned_mapping(device: str, owned: int, st, catalog: dict) -> list[tuple]:
 
 
 def server_offers(devices, catalog: dict, params, mode: str, *, owned: dict | None = None,
-                  fleet_servers=(), config_dir=None) -> tuple[dict[str, ServerOffer], list[str], set]:
-    """({offer id: ServerOffer}, notes, devices without any server or instance type) for the fleet devices
+                  fleet_servers=(), config_dir=None) -> tuple[dict[str, ServerOffer], set]:
+    """({offer id: ServerOffer}, devices without any server or instance type) for the fleet devices
     `devices` (accelerators and CPUs) of the default catalog. buy: every server type with a price, plus the
     owned servers (device counts mapped onto default server types, and `servers:` entries); rent: the instance
     types (on demand), dominated ones dropped; owned: only the owned servers. Owned servers cost what owning
@@ -126,7 +126,6 @@ def server_offers(devices, catalog: dict, params, mode: str, *, owned: dict | No
     types = load_instance_types(config_dir, catalog) if mode == "rent" else servers
     listed = {fs.type: fs for fs in fleet_servers}
     out: dict[str, ServerOffer] = {}
-    notes: list[str] = []
 
     def own(st, n, note, oid):
         hc = server_hour_cost(st, catalog, params, "owned")
@@ -159,7 +158,7 @@ def server_offers(devices, catalog: dict, params, mode: str, *, owned: dict | No
                             _fill(out, oid, st, default, catalog, params)
     out = prune(out)
     have = {of.device for of in out.values()}
-    return out, notes, {d for d in devices if d not in have}
+    return out, {d for d in devices if d not in have}
 
 
 def _fill(out: dict, oid: str, partial, full, catalog: dict, params) -> None:

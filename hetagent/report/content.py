@@ -170,7 +170,7 @@ def cost(m: dict) -> Section:
                          "what one costs per hour: accelerators, host and network share as annuities, power of "
                          "the whole server x PUE, facility (colocation per kW) and support, each from configs/tco; "
                          "an instance's price covers all of them."))
-        brows = [[r["type"], r["kind"], f"{r['accelerators']} x {r['device']}" if r["accelerators"] else
+        brows = [[r["type"], r["kind"], f"{r['per_server']} x {r['device']}" if r["per_server"] else
                   f"{r['device']} (CPU-only)", str(r["servers"]), money(r["unit_per_hour"]),
                   *[money(r[k]) for k in ("accelerators", "host", "network", "power", "facility", "support")],
                   money(r["total_per_hour"]), r["note"] or "-"] for r in c["bill"]]

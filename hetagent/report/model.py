@@ -254,7 +254,7 @@ def bill_of_materials(plan: Plan) -> list[dict]:
         src = r.get("sources") or {}
         keys = [k for k in ("price_usd", "host_price_usd", "usd_per_hour", "power_w", "host.cores") if k in src]
         rows.append({"type": r.get("type"), "kind": r.get("kind"), "device": r.get("device"),
-                     "accelerators": r.get("accelerators"), "servers": r.get("servers"),
+                     "per_server": r.get("accelerators"), "servers": r.get("servers"),
                      "unit_per_hour": unit.get("total"), **{k: unit.get(k) for k in BOM_PARTS},
                      "total_per_hour": r.get("total_usd_per_hour"), "note": r.get("note") or "",
                      "sources": [f"{k}: {src[k]}" for k in keys]})
