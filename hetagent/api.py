@@ -325,9 +325,7 @@ def max_rate(workflows, *, fleet, tco="default", catalog=None, precisions=None, 
     from hetagent.placement.pipeline import plan_planning, planning_inputs
     say = log or (lambda s: print(s, file=sys.stderr))
     prepared = planning_inputs(workflows, fleet, tco, catalog, None, precisions)
-    caps = getattr(prepared.fleet, "devices", "all")
-    if prepared.fleet is None or caps == "all" or not any((e.max_count is not None) or e.owned
-                                                          for e in caps):
+    if prepared.fleet is None or not prepared.fleet.has_inventory:
         raise PlacementError("--max-rate needs a fleet with an inventory: give its devices `owned:` or "
                              "`max_count:` counts (a fleet that may buy anything serves any rate)")
     kw = dict(sla_ms=sla_ms, objective=objective, time_limit_s=time_limit_s, gap=gap,

@@ -117,7 +117,10 @@ def cmd_compile(args) -> None:
 
 
 def cmd_schema(args) -> None:
-    from hetagent.workflow.model import json_schema
+    if args.kind == "fleet":
+        from hetagent.costmodel.fleet import fleet_json_schema as json_schema
+    else:
+        from hetagent.workflow.model import json_schema
     text = json.dumps(json_schema(), indent=2) + "\n"
     if args.output:
         write_output(args.output, text)
@@ -267,7 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Dify: replace a hosted model by a model card id (repeatable)")
     c.set_defaults(func=cmd_compile)
 
-    s = sub.add_parser("schema", help="print the workflow JSON Schema")
+    s = sub.add_parser("schema", help="print the JSON Schema of workflow files (or of fleet files)")
+    s.add_argument("kind", nargs="?", choices=["workflow", "fleet"], default="workflow",
+                   help="workflow (default) or fleet (configs/fleets files)")
     s.add_argument("-o", "--output")
     s.set_defaults(func=cmd_schema)
 

@@ -107,16 +107,17 @@ def test_same_inputs_same_plan():
 
 
 def test_colocated_engine_when_one_device_serves_both_phases(tmp_path):
-    """At a low rate on a fleet of H100s only, one engine holding the weights once serves prefill and
-    decode (chunked prefill) for less than two pools would cost."""
-    fleet = tmp_path / "h100.yaml"
-    fleet.write_text("name: h100-only\nmode: buy\ncatalog: default\ndevices:\n  - {id: h100}\n"
+    """At a low rate on a fleet of L40S only, one engine holding the weights once serves prefill and
+    decode (chunked prefill) for less than two pools would cost. (L40S comes in 1, 4 and 8-card servers, so
+    a second pool would need more servers; an 8 x H100 HGX server holds two pools for the same price.)"""
+    fleet = tmp_path / "l40s.yaml"
+    fleet.write_text("name: l40s-only\nmode: buy\ncatalog: default\ndevices:\n  - {id: l40s}\n"
                      "  - {id: xeon-sapphirerapids}\n")
     plan = api.plan(WF / "rag_chat.yaml", fleet=str(fleet), rate=0.5, validate=False)
     llm = [p for p in plan.pools if p.model]
     assert {p.engine for p in llm} == {"colocated"}
     assert len({p.engine_id for p in llm}) == 1 and {p.kind for p in llm} == {"llm.prefill", "llm.decode"}
-    assert plan.fleet["h100"] == llm[0].replicas * llm[0].tp * llm[0].pp
+    assert plan.fleet["l40s"] == llm[0].replicas * llm[0].tp * llm[0].pp
 
 
 def test_queueing_is_in_the_planned_latency():

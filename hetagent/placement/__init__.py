@@ -33,20 +33,23 @@ DEFAULT_LINK_MS = 0.01
 
 
 def _fleet(fleet):
-    """(mode, allowed device ids or None, caps {device: n}, owned {device: n}, extra catalog devices)."""
+    """(mode, allowed device ids or None, caps {device: n}, owned {device: n} (every mode), extra catalog
+    devices, fleet servers, refused {device: why})."""
     if fleet is None:
-        return "buy", None, {}, {}, {}
+        return "buy", None, {}, {}, {}, (), {}
+    refused: dict = {}
     if isinstance(fleet, dict):
         mode, devs, extra = fleet.get("mode", "buy"), fleet.get("devices"), {}
     else:
         mode, extra = getattr(fleet, "mode", "buy"), dict(getattr(fleet, "extra_devices", {}) or {})
         if hasattr(fleet, "resolve"):            # costmodel.fleet.Fleet: priced devices only
-            _, entries, _ = fleet.resolve()
+            _, entries, refused = fleet.resolve()
             devs = {i: {"max": e.max_count, "owned": e.owned} for i, e in entries.items()}
         else:
             devs = getattr(fleet, "devices", None)
+    servers = tuple(getattr(fleet, "servers", ()) or ())
     if devs is None or devs == "all":
-        return mode, None, {}, {}, extra
+        return mode, None, {}, {}, extra, servers, refused
     caps, owned = {}, {}
     for d, spec in devs.items():
         if isinstance(spec, (int, float)):
@@ -54,13 +57,13 @@ def _fleet(fleet):
         spec = spec or {}
         own = int(spec.get("owned") or 0)
         cap = spec.get("max", spec.get("max_count"))
-        if cap is None and mode == "owned":
+        if cap is None and mode == "owned" and (own or not servers):
             cap = own
         if cap is not None:
             caps[str(d)] = int(cap)
-        if own and mode != "owned":
+        if own:
             owned[str(d)] = own
-    return mode, {str(d) for d in devs}, caps, owned, extra
+    return mode, {str(d) for d in devs}, caps, owned, extra, servers, refused
 
 
 def _hour_costs(devices, catalog, tco_params, mode, profiles, override):
@@ -116,8 +119,12 @@ def tokens_per_request(graph) -> float:
 
 def build_problem(graphs, cost_tables, fleet=None, tco_params=None, catalog=None, *, sla_ms=None,
                   rate=None, soft_sla_penalty=None, objective="tco", profiles=None, hour_costs=None,
-                  transfer=None, cache: dict | None = None, cross_vendor_kv: bool = False) -> milp.Problem:
-    """The milp.Problem place() solves (exposed for baselines, explain, pareto and benchmarks)."""
+                  transfer=None, cache: dict | None = None, cross_vendor_kv: bool = False,
+                  servers: bool = False) -> milp.Problem:
+    """The milp.Problem place() solves (exposed for baselines, explain, pareto and benchmarks).
+    servers: the fleet comes as whole server types and cloud instance types (configs/servers,
+    configs/instances; the default catalog without measured profiles or custom hour costs); otherwise each
+    device is bought or rented one at a time, and the plan's deployment notes say so."""
     graphs = [graphs] if not isinstance(graphs, (list, tuple)) else list(graphs)
     if cost_tables is None:
         if profiles is None:
@@ -135,7 +142,7 @@ def build_problem(graphs, cost_tables, fleet=None, tco_params=None, catalog=None
                       rate_rps=g.rate_rps if rate is None else rate) for g in graphs]
     if objective not in ("tco", "offline"):
         raise PlacementError(f"unknown objective '{objective}'; choices: offline, tco")
-    mode, allowed, caps, owned, extra = _fleet(fleet)
+    mode, allowed, caps, owned, extra, fleet_servers, refused = _fleet(fleet)
     if extra:
         catalog = {**(catalog or {}), **extra}
     devices = sorted({o.device for t in tables for opts in t.values() for o in opts})
@@ -151,26 +158,69 @@ def build_problem(graphs, cost_tables, fleet=None, tco_params=None, catalog=None
         if (pdev and pdev.cpu) or getattr(dev, "is_cpu", False) or d.startswith(("xeon-", "epyc-")):
             cpus.add(d)
     priced = [d for d in devices if allowed is None or d in allowed]
+    notes = [f"{d}: refused: {why}" for d, why in sorted(refused.items())]
+    vendors = {d: getattr((catalog or {}).get(d), "vendor", None) for d in devices
+               if getattr((catalog or {}).get(d), "vendor", None)}
+    common = dict(cache={} if cache is None else cache, mode=mode, vendors=vendors, cross_vendor_kv=cross_vendor_kv)
+    transfer = transfer or _transfer_fn(catalog, profiles)
+    if servers and tco_params is not None and hour_costs is None and profiles is None:
+        offers, hour_cost, hosts, more = _server_problem(priced, devices, catalog, tco_params, mode, caps, owned,
+                                                         fleet_servers, cpus)
+        if allowed is not None:
+            allowed = allowed | hosts
+        if mode == "owned":       # what is owned caps each device: the accelerators of its owned servers
+            for d in {of.device for of in offers.values()}:
+                caps[d] = sum(of.count * (of.cap or 0) for of in offers.values() if of.device == d)
+        cores = {d: float(getattr((catalog or {}).get(d), "cores", None) or 1.0) for d in cpus}
+        return milp.Problem(graphs, tables, hour_cost, caps, allowed, transfer, mem, cpus, soft_sla_penalty,
+                            objective, offers=offers, cores=cores, notes=notes + more, **common)
+    why = "measured profiles" if profiles is not None else "custom hour costs" if hour_costs is not None else \
+        "a catalog without server types"
+    notes.append(f"devices are priced one at a time ({why}): no server or instance types")
     owned_cost = _hour_costs([d for d in devices if d in owned], catalog, tco_params, "owned", profiles,
                              hour_costs)
     return milp.Problem(graphs, tables, _hour_costs(priced, catalog, tco_params, mode, profiles, hour_costs),
-                        caps, allowed, transfer or _transfer_fn(catalog, profiles), mem, cpus,
-                        soft_sla_penalty, objective, owned={d: n for d, n in owned.items() if d in devices},
-                        owned_hour_cost=owned_cost, cache={} if cache is None else cache, mode=mode,
-                        vendors={d: getattr((catalog or {}).get(d), "vendor", None) for d in devices
-                                 if getattr((catalog or {}).get(d), "vendor", None)},
-                        cross_vendor_kv=cross_vendor_kv)
+                        caps, allowed, transfer, mem, cpus, soft_sla_penalty, objective,
+                        owned={d: n for d, n in owned.items() if d in devices and mode != "owned"},
+                        owned_hour_cost=owned_cost, notes=notes, **common)
+
+
+def _server_problem(priced, devices, catalog, tco_params, mode, caps, owned, fleet_servers, cpus):
+    """(offers, {device: $/hour of one device in its cheapest offer}, host CPU kinds, notes): the fleet as
+    server and instance types; a device no type offers stays a single device at its own price."""
+    from hetagent.errors import CostModelError
+    from hetagent.placement.servers import ServerOffer, server_offers
+    offers, without = server_offers(priced, catalog, tco_params, mode, owned=owned, fleet_servers=fleet_servers)
+    notes = []
+    for d in sorted(without):
+        try:
+            hc = _hour_costs([d], catalog, tco_params, mode, None, None)[d]
+        except CostModelError as e:
+            notes.append(f"{d}: refused: {e}")
+            continue
+        offers[d] = ServerOffer(d, d, 1, hc, cpu_only=d in cpus, cap=caps.get(d), kind="device", type=d,
+                                note="no server type: a single device")
+        notes.append(f"{d}: no server or instance type offers it; priced as a single device")
+    hour_cost = {}
+    for of in offers.values():
+        per = of.total / max(of.count, 1)
+        if of.device not in hour_cost or per < hour_cost[of.device]["total"]:
+            hour_cost[of.device] = {k: float(v) / max(of.count, 1) for k, v in of.hour_cost.items()
+                                    if k in ("capex", "power", "opex", "total")}
+    hosts = {of.cpu for of in offers.values() if of.cpu and not of.cpu_only and of.cpu in devices}
+    return offers, hour_cost, hosts, notes
 
 
 def place(graphs, cost_tables=None, fleet=None, tco_params=None, catalog=None, *, sla_ms=None, rate=None,
           soft_sla_penalty=None, objective="tco", time_limit_s=30, gap=1e-4, profiles=None,
           hour_costs=None, transfer=None, with_baselines=True, ir="", inputs=None, threads=None,
-          cache: dict | None = None, cross_vendor_kv: bool = False) -> Plan:
+          cache: dict | None = None, cross_vendor_kv: bool = False, servers: bool = False) -> Plan:
     """Solve the placement; return the Plan or raise PlacementError saying why none exists.
     cache: a dict kept between solves of the same cost tables (serving pools' replica candidates)."""
     pb = build_problem(graphs, cost_tables, fleet, tco_params, catalog, sla_ms=sla_ms, rate=rate,
                        soft_sla_penalty=soft_sla_penalty, objective=objective, profiles=profiles,
-                       hour_costs=hour_costs, transfer=transfer, cache=cache, cross_vendor_kv=cross_vendor_kv)
+                       hour_costs=hour_costs, transfer=transfer, cache=cache, cross_vendor_kv=cross_vendor_kv,
+                       servers=servers)
     out = solve_problem(pb, None, time_limit_s, gap, threads)
     if out.info.status == "no solution":
         raise PlacementError(f"the solver found no plan within {time_limit_s:g} s; allow more time "
@@ -249,11 +299,12 @@ def _calibration(c) -> tuple[str | None, tuple | None]:
 
 def plan_from(pb: milp.Problem, out, baselines=(), ir="", inputs=None, catalog=None) -> Plan:
     from hetagent.placement.assign import assign
-    from hetagent.placement.servers import bill, device_counts
+    from hetagent.placement.servers import bill, bom, device_counts
     ev, multi = out.evaluation, len(pb.graphs) > 1
     qual = (lambda gi, n: f"{pb.graphs[gi].workflow}/{n}") if multi else (lambda gi, n: n)
     pools, pool_id = pools_of(pb, out, catalog)
     deployment, used = assign(pb, out.prep, out.choice, ev.servers, pool_id, pb.mode)
+    deployment["bill"] = bom(pb, used)
     if used != ev.servers:           # the layout needed more servers than the MILP's rows said: bill them
         extra, total = bill(pb, used)
         ev.per_hour += total - bill(pb, ev.servers)[1]

@@ -47,15 +47,16 @@ def assign(pb, prep, choice: dict, counts: dict, pool_ids: dict, mode: str = "bu
                     if of is None:
                         raise PlacementError(f"pool '{ids[0] if ids else o.group}': no server shape holds a TP "
                                              f"group of {o.option.tp} {o.device}")
-                    box = _box(pb, of, 1 + sum(b["type"] == of.id for b in boxes))
+                    box = _box(pb, of, 1 + sum(b["offer"] == of.id for b in boxes))
                     boxes.append(box)
                     notes.append(f"added one {of.id} for pool '{ids[0] if ids else o.group}' (the MILP's "
                                  f"servers had no {o.option.tp} free {o.device} left)")
                 _occupy(o, ids, r, [d for d in box["devices"] if not d["replicas"]][:o.option.tp])
     used = {}
     for b in boxes:
-        used[b["type"]] = used.get(b["type"], 0) + 1
+        used[b["offer"]] = used.get(b["offer"], 0) + 1
     out = {"mode": mode, "servers": [_public(b) for b in boxes]}
+    notes = list(getattr(pb, "notes", []) or []) + notes
     if notes:
         out["notes"] = notes
     return out, used
@@ -74,10 +75,10 @@ def _box(pb, of, k: int) -> dict:
     cap = float(pb.memory_gb.get(of.device) or 0.0) * MEMORY_UTILIZATION
     devices = [{"index": i, "capacity_gb": round(cap, 3), "memory_gb": 0.0, "replicas": []}
                for i in range(of.count)]
-    return {"id": f"{of.id}-{k}", "type": of.id, "device": of.device, "count": 0 if of.cpu_only else of.count,
+    return {"id": f"{of.id}-{k}", "type": srv.type_of(of), "device": of.device, "count": 0 if of.cpu_only else of.count,
             "cpu_only": of.cpu_only, "cpu": of.device if of.cpu_only else of.cpu,
             "host": {"cores": float(of.host_cores), "memory_gb": float(of.host_memory_gb), "pools": []},
-            "free_cores": float(of.host_cores), "devices": devices, "note": of.note}
+            "free_cores": float(of.host_cores), "devices": devices, "note": of.note, "offer": of.id}
 
 
 def _fit(boxes, device: str, tp: int):
@@ -133,7 +134,7 @@ def _place_cpu(pb, boxes, offers, o, ids, notes):
 
 def _public(b: dict) -> dict:
     out = {"id": b["id"], "type": b["type"], "device": b["device"], "count": b["count"],
-           "host": {"cores": b["host"]["cores"], "memory_gb": b["host"]["memory_gb"]},
+           "host": {"cores": b["host"]["cores"], "memory_gb": b["host"]["memory_gb"], "cpu": b["cpu"]},
            "devices": b["devices"]}
     if b["host"]["pools"]:
         out["host"]["pools"] = b["host"]["pools"]

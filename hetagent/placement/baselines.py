@@ -23,15 +23,23 @@ def _devices(prep) -> list[str]:
     return sorted({o.device for opts in prep.options.values() for o in opts})
 
 
-def cheapest_cpu(pb: milp.Problem, devices) -> str | None:
+def cheapest_cpu(pb: milp.Problem, devices, host_of: str | None = None) -> str | None:
+    """The CPU the rest goes on: with server offers, the host CPU of `host_of`'s cheapest server (its free
+    cores come with it), else the cheapest CPU that can be bought or rented on its own."""
     cpus = [d for d in devices if d in pb.cpus]
+    if pb.offers:
+        hosts = sorted((of.total / max(of.count, 1), of.cpu) for of in pb.offers.values()
+                       if of.device == host_of and not of.cpu_only and of.cpu in cpus)
+        if hosts:
+            return hosts[0][1]
+        cpus = [d for d in cpus if d in pb.hour_cost]
     return min(cpus, key=lambda d: (pb.hour_cost.get(d, {}).get("total", 0.0), d)) if cpus else None
 
 
 def restriction(pb: milp.Problem, prep: milp.Prepared, device: str) -> dict:
     """{(graph index, operator): {device}}: the device where the operator's pool can run there, else the
     cheapest CPU (an empty set when there is none)."""
-    cpu = cheapest_cpu(pb, _devices(prep))
+    cpu = cheapest_cpu(pb, _devices(prep), device)
     out = {}
     for gi, mine in enumerate(prep.member_of):
         for op, (gid, _, _) in mine.items():
@@ -67,4 +75,5 @@ def baseline(pb: milp.Problem, device: str, time_limit_s: float = 30, gap: float
 def baselines(pb: milp.Problem, time_limit_s: float = 30, gap: float = 1e-4) -> list[Baseline]:
     """One Baseline per device kind that can run at least one pool."""
     prep = milp.prepare(replace(pb, objective="offline"))
-    return [baseline(pb, d, time_limit_s, gap, prep) for d in _devices(prep)]
+    return [baseline(pb, d, time_limit_s, gap, prep) for d in _devices(prep)
+            if not (pb.offers and d not in pb.hour_cost)]     # a host CPU only: nothing to buy on its own

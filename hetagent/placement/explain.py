@@ -7,14 +7,16 @@ Checks, in order, and reports the first that finds something:
   2. a pool whose fastest option alone exceeds the end-to-end SLA for one of its operators;
   3. the fastest whole placement (a MILP minimizing latency, transfers included) exceeds the SLA:
      reports it and its critical path;
-  4. inventory: the cheapest plan ignoring the fleet's caps needs more devices than it holds.
+  4. inventory: the cheapest plan ignoring the fleet's caps needs more devices than it holds: the pools, the
+     server types it would put them in and the servers the fleet holds.
+A pool whose TP group is wider than every server offered for a device says so (servers.reason_short).
 """
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import replace
 
-from hetagent.placement import milp
+from hetagent.placement import milp, servers
 from hetagent.placement.solve import solve_problem
 
 MAX_REASONS = 3
@@ -56,6 +58,25 @@ def _summary(items: list[str]) -> str:
     top = [first[r] for r, _ in by_reason.most_common(MAX_REASONS)]
     more = len(items) - sum(n for _, n in by_reason.most_common(MAX_REASONS))
     return "; ".join(top) + (f"; and {more} more" if more > 0 else "")
+
+
+def _in_servers(pb, chosen: dict, device: str) -> str:
+    """' in 2 x hgx-a100-8': the server types the uncapped plan puts `device` in ('' for single devices)."""
+    offers = servers.offers_of(pb)
+    kinds: dict = {}
+    for oid, n in sorted(chosen.items()):
+        of = offers.get(oid)
+        if of is not None and of.device == device and of.kind != "device":
+            kinds[servers.type_of(of)] = kinds.get(servers.type_of(of), 0) + n
+    return " in " + " + ".join(f"{n} x {t}" for t, n in sorted(kinds.items())) if kinds else ""
+
+
+def _held(pb, device: str) -> str:
+    """': 1 x hgx-a100-8': the servers of `device` the fleet holds at most ('' when unbounded or single)."""
+    held = [(servers.type_of(of), of.cap, of.note) for of in servers.offers_of(pb).values()
+            if of.device == device and of.kind != "device" and of.cap and not (of.group and of.group != of.id)]
+    return ": " + ", ".join(f"{n} x {t}" + (f" ({note})" if note and "slots" in note else "")
+                            for t, n, note in sorted(held)) if held else ""
 
 
 def explain(pb: milp.Problem, time_limit_s: float = 10, prep: milp.Prepared | None = None) -> str:
@@ -103,7 +124,8 @@ def explain(pb: milp.Problem, time_limit_s: float = 10, prep: milp.Prepared | No
             for d, need in sorted(free.evaluation.counts.items()):
                 if d in pb.caps and need > pb.caps[d]:
                     users = sorted({o.group for o in free.choice.values() if o.device == d})
-                    over.append(f"{need} x {d} (the fleet has {pb.caps[d]}; for pool(s) {', '.join(users)})")
+                    over.append(f"{need} x {d}{_in_servers(pb, free.evaluation.servers, d)} (the fleet has "
+                                f"{pb.caps[d]}{_held(pb, d)}; for pool(s) {', '.join(users)})")
             if over:
                 return "no plan: inventory too small: the cheapest plan meeting the SLA needs " + \
                     ", ".join(over)

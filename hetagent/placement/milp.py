@@ -71,6 +71,7 @@ class Problem:
     mode: str = "buy"                           # buy | rent | owned (plan.json's deployment.mode)
     vendors: dict = field(default_factory=dict)  # device -> vendor (KV transfers stay within one)
     cross_vendor_kv: bool = False               # allow a prefill pool and its decode pool on two vendors
+    notes: list = field(default_factory=list)   # what the plan's deployment states (refused devices, pricing)
 
 
 # ------------------------------------------------------------------------------------------ pools
@@ -285,6 +286,10 @@ def _pool_options(pb: Problem, grp: Group, only: dict | None, timed: bool, prune
                 why.append((label, f"{dev} is not in the fleet"))
                 continue
             cap = pb.caps.get(dev)
+            short = servers.reason_short(pb, dev, tp) if pb.offers else None
+            if short:
+                why.append((label, short))
+                continue
             if cap is not None and cap < tp * pp:
                 why.append((label, f"a replica needs {tp * pp} {dev}; {INVENTORY_SHORT} {cap}"))
                 continue

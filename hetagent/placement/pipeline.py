@@ -58,12 +58,13 @@ class Planning:
     profiles: object
     inputs: dict
     cache: dict = field(default_factory=dict)
+    servers: bool = False       # the fleet comes as server and instance types (the default catalog, no profiles)
 
 
 def planning_inputs(workflows, fleet=None, tco="default", catalog=None, profiles=None,
                     precisions=None) -> Planning:
     """Load, compile and price the workflows; read the fleet and the economics."""
-    from hetagent.costmodel.fleet import load_fleet
+    from hetagent.costmodel.fleet import load_fleet, uses_servers
     from hetagent.costmodel.operators import cost_table
     from hetagent.costmodel.profiles import load_profiles, profiles_cover
     from hetagent.costmodel.tco import load_tco
@@ -83,6 +84,9 @@ def planning_inputs(workflows, fleet=None, tco="default", catalog=None, profiles
     else:       # every catalog device may be bought: those with a purchase price (as the default fleet resolves)
         from hetagent.costmodel.fleet import buyable_devices
         devices = buyable_devices(catalog)
+    servers = uses_servers(catalog) and prof is None
+    if servers:
+        devices = {**devices, **_host_cpus(devices, fleet_obj.mode if fleet_obj else "buy", catalog)}
     tables = None
     if prof is None or not profiles_cover(graphs, prof):
         tables = [cost_table(g, devices, precisions=precisions) for g in graphs]
@@ -90,7 +94,19 @@ def planning_inputs(workflows, fleet=None, tco="default", catalog=None, profiles
               "fleet": _file_record(fleet_obj.path if fleet_obj else None, fleet),
               "tco": _file_record(tco_params.path if getattr(tco_params, "path", None) else None, tco),
               "catalog": catalog, "precisions": list(precisions) if precisions else None}
-    return Planning(sources, modules, graphs, tables, fleet_obj, tco_params, devices, prof, inputs)
+    return Planning(sources, modules, graphs, tables, fleet_obj, tco_params, devices, prof, inputs,
+                    servers=servers)
+
+
+def _host_cpus(devices: dict, mode: str, catalog: str) -> dict:
+    """The catalog CPUs hosting the fleet's accelerators in their server (or instance) types: CPU-side
+    pools run on those hosts' free cores, so the cost tables price them."""
+    from hetagent.costmodel.devices import load_catalog
+    from hetagent.costmodel.servers import load_instance_types, load_server_types
+    cat = load_catalog(catalog)
+    types = (load_instance_types if mode == "rent" else load_server_types)(None, {**cat, **devices})
+    return {st.host_cpu: cat[st.host_cpu] for st in types.values()
+            if st.accelerator in devices and st.host_cpu in cat and st.host_cpu not in devices}
 
 
 def _file_record(path, given) -> dict | None:
@@ -138,7 +154,8 @@ def plan_planning(p: Planning, *, rate=None, sla_ms=None, objective="tco", soft_
     inputs.update(sla_ms=sla_ms, rate=rate, headroom=head or None)
     result = place(planned, p.tables, p.fleet, p.tco, p.devices, soft_sla_penalty=soft_sla_penalty,
                    objective=objective, time_limit_s=time_limit_s, gap=gap, profiles=p.profiles, inputs=inputs,
-                   with_baselines=with_baselines, cache=p.cache, cross_vendor_kv=cross_vendor_kv)
+                   with_baselines=with_baselines, cache=p.cache, cross_vendor_kv=cross_vendor_kv,
+                   servers=p.servers)
     if head:                  # state the plan against the user's SLA; the headroom is in inputs
         pr = result.predicted
         if pr.get("sla_ms") is not None:

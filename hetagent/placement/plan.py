@@ -143,10 +143,27 @@ def _money(v):
     return f"${v:,.2f}" if abs(v) >= 1 else f"${v:.6f}".rstrip("0").rstrip(".")
 
 
+def bill_lines(deployment: dict) -> list[str]:
+    """One line per server or instance type of the deployment: count, contents, unit $/hour, what it is."""
+    out = []
+    for r in (deployment or {}).get("bill") or []:
+        what = f"{r['accelerators']} x {r['device']}" if r["accelerators"] else f"{r['device']} sockets (CPU-only)"
+        unit = r["usd_per_hour"]
+        parts = ", ".join(f"{k} {_money(unit[k])}" for k in ("accelerators", "host", "network", "power", "facility",
+                                                             "support") if unit.get(k))
+        out.append(f"  {r['servers']} x {r['type']} ({r['kind']}: {what}) at {_money(unit['total'])}/hour each"
+                   + (f" [{parts}]" if parts and r["kind"] != "instance" else "")
+                   + (f"; {r['note']}" if r.get("note") else ""))
+    for n in (deployment or {}).get("notes") or []:
+        out.append(f"  note: {n}")
+    return out
+
+
 def format_plan(plan: Plan) -> str:
     """A readable summary: fleet, placements, latency vs SLA, TCO, saving vs the best baseline, solver."""
     out = [f"plan for {', '.join(plan.workflows)}"]
     out.append("fleet: " + (", ".join(f"{n} x {d}" for d, n in sorted(plan.fleet.items())) or "(none)"))
+    out += bill_lines(plan.deployment)
     rows = [("operator", "kind", "device", "tp", "pp", "batch", "repl", "prec", "ms", "bound")]
     for p in plan.placements:
         rows.append((p.operator, p.kind, p.device, str(p.tp), str(p.pp), str(p.batch), str(p.replicas),

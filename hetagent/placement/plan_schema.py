@@ -7,7 +7,7 @@ Two layers:
   writers add keys), so adding a key to the schema is one line in the record that holds it.
 - **meaning**: operator names unique, every device in the fleet, the pools and the placements one the plan's
   catalog, embedded fleet or profiles define (a plan stripped of `inputs` names no catalog: then only
-  consistency is checked), every placed device in the fleet, every pool's model a model card, every
+  consistency is checked), every placed device in the fleet (or a host CPU of its deployment's servers), every pool's model a model card, every
   operator kind one the IR defines. `check_operators` holds placements against the operators of the embedded
   workflow once a stage has rebuilt them.
 
@@ -282,6 +282,8 @@ def _check_meaning(data: dict, fail, config_dir) -> None:
             {b["device"] for b in data.get("baselines") or []}
     else:
         known = known_devices(data, fail, config_dir)
+    hosts = {(s.get("host") or {}).get("cpu") for s in (data.get("deployment") or {}).get("servers") or []
+             if isinstance(s, dict)}   # CPU-side pools run on the host CPUs of the servers (not in `fleet`)
     for d in fleet or ():
         if d not in known:
             fail(("fleet", d), f"unknown device '{d}'; devices: {summarize(sorted(known))}")
@@ -289,7 +291,7 @@ def _check_meaning(data: dict, fail, config_dir) -> None:
         if p["device"] not in known:
             fail(("placements", i, "device"),
                  f"unknown device '{p['device']}'; devices: {summarize(sorted(known))}")
-        if fleet is not None and p["replicas"] > 0 and p["device"] not in fleet:
+        if fleet is not None and p["replicas"] > 0 and p["device"] not in fleet and p["device"] not in hosts:
             fail(("placements", i, "device"), f"device '{p['device']}' holds {p['replicas']} "
                                               f"replica(s) but is not in the plan's fleet")
     models = None

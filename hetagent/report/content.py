@@ -164,6 +164,21 @@ def cost(m: dict) -> Section:
                  money(c["total"]), money(c["total"] * 8760)])
     s.blocks.append(("table", ["device", "count", "capex $/h", "power $/h", "other opex $/h", "total $/h",
                                "per year"], rows))
+    if c.get("bill"):
+        s.blocks.append(("h3", "Bill of materials"))
+        s.blocks.append(("p", "The servers (bought or owned) or cloud instances (rented) that hold the plan, and "
+                         "what one costs per hour: accelerators, host and network share as annuities, power of "
+                         "the whole server x PUE, facility (colocation per kW) and support, each from configs/tco; "
+                         "an instance's price covers all of them."))
+        brows = [[r["type"], r["kind"], f"{r['per_server']} x {r['device']}" if r["per_server"] else
+                  f"{r['device']} (CPU-only)", str(r["servers"]), money(r["unit_per_hour"]),
+                  *[money(r[k]) for k in ("accelerators", "host", "network", "power", "facility", "support")],
+                  money(r["total_per_hour"]), r["note"] or "-"] for r in c["bill"]]
+        s.blocks.append(("table", ["type", "kind", "holds", "count", "unit $/h", "accelerators", "host", "network",
+                                   "power", "facility", "support", "total $/h", "note"], brows))
+        src = [f"{r['type']}: {x}" for r in c["bill"] for x in r["sources"]]
+        if src:
+            s.blocks.append(("list", src))
     if c.get("unattributed_per_hour"):
         s.blocks.append(("note", f"{money(c['unattributed_per_hour'])}/h of the TCO is not attributed to a "
                          "device (per-use prices of transfers)."))

@@ -238,7 +238,27 @@ def cost_section(plan: Plan) -> dict:
                      "total": c + p + o})
     total = sum(r["total"] for r in rows)
     other = (plan.tco.get("per_hour") or 0.0) - total
-    return {"rows": rows, "total": total, "unattributed_per_hour": other if abs(other) > 1e-9 else 0.0}
+    return {"rows": rows, "total": total, "unattributed_per_hour": other if abs(other) > 1e-9 else 0.0,
+            "bill": bill_of_materials(plan)}
+
+
+BOM_PARTS = ("accelerators", "host", "network", "power", "facility", "support")
+
+
+def bill_of_materials(plan: Plan) -> list[dict]:
+    """The servers or instances to buy, own or rent: plan.json's deployment.bill, one row per type, with the
+    unit $/hour by line and the sources of the type's figures (price, power)."""
+    rows = []
+    for r in (plan.deployment or {}).get("bill") or []:
+        unit = r.get("usd_per_hour") or {}
+        src = r.get("sources") or {}
+        keys = [k for k in ("price_usd", "host_price_usd", "usd_per_hour", "power_w", "host.cores") if k in src]
+        rows.append({"type": r.get("type"), "kind": r.get("kind"), "device": r.get("device"),
+                     "per_server": r.get("accelerators"), "servers": r.get("servers"),
+                     "unit_per_hour": unit.get("total"), **{k: unit.get(k) for k in BOM_PARTS},
+                     "total_per_hour": r.get("total_usd_per_hour"), "note": r.get("note") or "",
+                     "sources": [f"{k}: {src[k]}" for k in keys]})
+    return rows
 
 
 def _profiled(ctx) -> set:
