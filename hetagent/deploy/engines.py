@@ -86,13 +86,14 @@ def _top(dist) -> float | None:
 
 
 def longest_context(graphs, model: str) -> int:
-    """Prompt + output tokens of the model's longest call in the plan's workflows: each prefill's
-    prompt and each decode's output at their largest quantile."""
+    """Prompt + output tokens of the model's longest call in the plan's workflows: every operator of
+    the model that carries its call's tokens (llm.prefill/decode; a MoE card's expert.* stages), each
+    at its largest quantile."""
     best = 0
     for g in graphs:
         for op in g.operators.values():
             a = op.attrs
-            if op.kind != "llm.decode" or a.get("model") != model:
+            if a.get("model") != model or op.kind == "llm.kv_transfer":
                 continue
             prompt = _top(a.get("prompt_dist")) or float(a.get("prompt_tokens") or 0)
             out = _top(a.get("output_dist")) or float(a.get("output_tokens") or 0)
