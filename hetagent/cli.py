@@ -68,7 +68,7 @@ def check_numbers(args) -> None:
 def check_output(args) -> None:
     """`-o FILE` names a file in a folder that exists: refused before any work, not after it."""
     out = getattr(args, "output", None)
-    if not out or args.command == "build":        # build's -o is the folder it fills
+    if not out or args.command in ("build", "deploy"):     # their -o is the folder they fill
         return
     path = Path(out)
     if path.is_dir():
@@ -359,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     runtime_commands(sub)
     from hetagent.simulator.commands import add_commands as simulator_commands
     simulator_commands(sub)
+    from hetagent.deploy.commands import add_commands as deploy_commands
+    deploy_commands(sub)
 
     ca = sub.add_parser("calibrate", help="measure the real operators on this machine (CPU, or --gpu)")
     from hetagent.backends.calibrate import add_arguments

@@ -11,7 +11,7 @@ import pytest
 PKG = Path(__file__).resolve().parent.parent / "hetagent"
 # Top to bottom; a stage may import itself and anything earlier in this list.
 STAGES = ["errors", "atomic", "guarded", "configs", "modelcards", "workflow", "ir", "passes", "costmodel", "placement",
-          "simulator", "backends", "runtime", "report"]
+          "simulator", "backends", "runtime", "deploy", "report"]
 MAX_LINES = 900
 
 

@@ -110,6 +110,11 @@ def cluster_devices() -> dict[str, float]:
     return out
 
 
+def unit_name(op) -> str:
+    """The unit that serves an operator before fusing: its serving pool (plan.json `pools[].id`)."""
+    return op.pool or f"{op.node}@{op.device}"
+
+
 def _app_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.:@~-]", "~", text)
 
@@ -237,7 +242,7 @@ class Deployment:
         for n in graph.order:
             op = graph.operators[n]
             if op.kind != "llm.kv_transfer":
-                unit_of[n] = op.pool or f"{op.node}@{op.device}"
+                unit_of[n] = unit_name(op)
 
         def follows(n: str) -> str | None:
             """The operator n continues in one call: its only predecessor, whose only successor it

@@ -504,9 +504,9 @@ def _serve_ingress_class():
     @serve.deployment
     @serve.ingress()
     class Ingress:
-        def __init__(self, cfg: dict):
+        def __init__(self, cfg: dict, units: dict | None = None):
             self.cfg = cfg
-            self.handles: dict = {}
+            self.handles: dict = dict(units or {})   # built from a Serve config: handles by deployment
             self.core = IngressCore(cfg, self._call_unit)
 
         async def _call_unit(self, route, req):
@@ -541,9 +541,11 @@ _CLASSES: dict = {}
 INGRESS_SLOTS = 100_000     # requests at once: never Serve's queue (503), the ingress admits (429)
 
 
-def bind_ingress(cfg: dict, node_id: str | None = None):
+def bind_ingress(cfg: dict, node_id: str | None = None, units: dict | None = None):
     """The ingress application: one replica, on the node `node_id` (the driver's: where Serve's HTTP
-    proxy and the loopback tool are, and a node the runtime does not lose with a worker)."""
+    proxy and the loopback tool are, and a node the runtime does not lose with a worker). `units`
+    ({deployment name: bound pool}) makes the pools part of this application (hetagent.runtime.app);
+    without it the ingress finds each pool's own application by name."""
     from hetagent.runtime.pools import REPLICA_ENV, SERVE_LOGGING
     if "ingress" not in _CLASSES:
         _CLASSES["ingress"] = _serve_ingress_class()
@@ -554,4 +556,4 @@ def bind_ingress(cfg: dict, node_id: str | None = None):
         name="ingress", num_replicas=1, max_ongoing_requests=INGRESS_SLOTS, max_queued_requests=-1,
         ray_actor_options=opts,
         health_check_period_s=5, graceful_shutdown_wait_loop_s=0.5, graceful_shutdown_timeout_s=5,
-        max_constructor_retry_count=2, logging_config=SERVE_LOGGING).bind(cfg)
+        max_constructor_retry_count=2, logging_config=SERVE_LOGGING).bind(cfg, *([units] if units else []))

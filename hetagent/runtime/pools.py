@@ -123,6 +123,8 @@ class PoolReplica:
 
     def __init__(self, spec: PoolSpec):
         self.spec = spec
+        self.user_config: dict = {}
+        self.tool_server = _builtin_tool(spec)
         self.models = ModelCache(spec.threads)
         self.ex = {n: make_executor(s, self.models) for n, s in spec.ops.items()}
         for e in self.ex.values():
@@ -140,7 +142,7 @@ class PoolReplica:
         return {"pid": os.getpid(), "pool": self.spec.name, "device": self.spec.device,
                 "emulated": self.spec.emulated, "node": self.node, "cores": self.cores,
                 "engine_pid": eng.proc.pid if eng is not None and eng.proc else None,
-                "calls": self.calls}
+                "calls": self.calls, "user_config": self.user_config}
 
     def check_health(self) -> None:
         eng = self.models.loaded("engine")
@@ -149,6 +151,9 @@ class PoolReplica:
             raise EngineUnavailable(f"pool {self.spec.name}: the llama.cpp engine exited")
 
     def close(self) -> None:
+        if self.tool_server is not None:
+            self.tool_server.stop()
+            self.tool_server = None
         self.models.close()
         self.worker.shutdown(wait=False, cancel_futures=True)
 
@@ -228,6 +233,20 @@ class PoolReplica:
         return meta
 
 
+def _builtin_tool(spec: PoolSpec):
+    """The loopback search tool in this replica, for tool.lookup operators whose spec asks for it
+    (hetagent.runtime.app: a pool started from a Serve config has no driver to hold the tool)."""
+    from hetagent.runtime.app import BUILTIN_TOOL
+    mine = [s for s in spec.ops.values() if s.kind == "tool.lookup" and s.tool_url == BUILTIN_TOOL]
+    if not mine:
+        return None
+    from hetagent.backends.http_tool import SearchToolServer
+    server = SearchToolServer().start()
+    for s in mine:
+        s.tool_url = server.url
+    return server
+
+
 def _node_id() -> str:
     try:
         import ray
@@ -260,6 +279,10 @@ def _serve_pool_class():
 
         def info(self) -> dict:
             return self.r.info()
+
+        def reconfigure(self, config: dict) -> None:
+            """A Serve config's `user_config` (hetagent deploy: the engine settings of an LLM pool)."""
+            self.r.user_config = dict(config or {})
 
         def check_health(self) -> None:
             self.r.check_health()
