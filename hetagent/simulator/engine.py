@@ -126,6 +126,7 @@ def run(model: SimModel, arrivals_s, rng: np.random.Generator, *, prompt_tokens=
     ptype = [_TYPES[p.type] for p in pools]
     cap = [p.servers for p in pools]
     bmax = [p.batch for p in pools]
+    pipe = [max(1, p.pp) for p in pools]         # co-located engines: pipeline stages per replica
     busy = [0] * P
     queues = [deque() for _ in range(P)]
     prefills = [deque() for _ in range(P)]       # co-located engines: prompts waiting for a replica
@@ -388,17 +389,26 @@ def run(model: SimModel, arrivals_s, rng: np.random.Generator, *, prompt_tokens=
                 s = service[j](kk, prompt_sum / kk) if tk is not None else service[j](kk)
             advance(rep, t)
             base = service[step_op[k]](rep.n, rep.ctx / rep.n) if rep.n else 0.0
-            rep.prefilling, rep.extra = True, s
+            # a pp-stage pipeline holds each stage s / pp for the chunk (the engine's share, as the plan's
+            # rho_p), and takes the next chunk then; the chunk itself is done after all s, joining a step
+            held_ms = s / pipe[k]
+            rep.prefilling, rep.extra = True, held_ms
             resched(rep, t)
             if not rep.n:
-                busy_ms[k] += s
+                busy_ms[k] += held_ms
             nbatch[k] += 1
             nitems[k] += kk
             waits[k] += kk
             for _, _, te in items:
                 wait_sum[k] += t - te
             seq += 1
-            heappush(heap, (t + s + base, seq, 6, rep, (j, items)))
+            if pipe[k] == 1:
+                heappush(heap, (t + s + base, seq, 6, rep, (j, items)))
+                continue
+            heappush(heap, (t + held_ms + base, seq, 6, rep, (j, ())))
+            for rid, _, _ in items:
+                seq += 1
+                heappush(heap, (t + s + base, seq, 1, rid, j))
 
     ai = 0
     events = 0

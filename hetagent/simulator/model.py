@@ -106,6 +106,7 @@ class SimPool:
     members: list                 # operator indices
     colocated: bool = False       # decode pool that also runs its model's prefills
     retain_cap: int | None = None  # resident KV retention: requests whose KV it can keep (else unbounded)
+    pp: int = 1                   # co-located: pipeline stages per replica (a prompt chunk holds each 1/pp of its time)
 
 
 @dataclass
@@ -502,6 +503,7 @@ def _pools(entries: list, stations: list) -> list:
             if dec is not None:
                 pool.servers = max(1, int(dec.get("replicas") or 1))
                 pool.batch = max(1, int(dec.get("max_batch") or 1))
+                pool.pp = max(1, int(dec.get("pp") or 1))
     return out
 
 
