@@ -148,31 +148,15 @@ def cost_tables(graphs, catalog):
     return [{op.name: cache[_sig(op)] for op in g.operators} for g in graphs]
 
 
-def hour_costs(catalog):
-    """$/hour per device: costmodel.tco with configs/tco/default.yaml when present, else the paper's
-    economics (4-year annuity at 8%, TDP at $0.40/kWh)."""
-    try:
-        from hetagent.costmodel.tco import device_hour_cost, load_tco
-        params = load_tco("default")
-        return {d: dict(device_hour_cost(dev, params, "buy")) for d, dev in catalog.items()}
-    except Exception as e:  # tco module not there yet
-        print(f"tco model unavailable ({e}); using the paper's economics", file=sys.stderr)
-    i, n = 0.08 / 12, 48
-    out = {}
-    for d, dev in catalog.items():
-        capex = (dev.price_usd or 0) * i / (1 - (1 + i) ** -n) * 12 / 8760
-        power = (dev.tdp_w or 0) / 1000 * 0.40
-        out[d] = {"capex": capex, "power": power, "opex": 0.0, "total": capex + power}
-    return out
-
-
 def run(n_ops: int, time_limit_s: float = 30, gap: float = 0.01, seed: int = 0) -> dict:
     from hetagent.costmodel.devices import load_catalog
+    from hetagent.costmodel.tco import load_tco
     catalog = load_catalog()
     graphs = workflows(n_ops, seed)
     tables = cost_tables(graphs, catalog)
     t0 = time.perf_counter()
-    pb = build_problem(graphs, tables, None, None, catalog, hour_costs=hour_costs(catalog))
+    # as `hetagent plan` buys: whole server types (configs/servers) priced by configs/tco/default.yaml
+    pb = build_problem(graphs, tables, None, load_tco("default"), catalog, servers=True)
     out = solve_problem(pb, None, time_limit_s, gap)
     total = time.perf_counter() - t0
     nvars = len(out.model.z) if out.model else 0
@@ -181,7 +165,9 @@ def run(n_ops: int, time_limit_s: float = 30, gap: float = 0.01, seed: int = 0) 
             "seconds": round(total, 3), "solver": out.info.solver,
             "loadavg": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count(),
             "per_hour": out.evaluation.per_hour if out.evaluation else None,
-            "fleet": {d: n for d, n in sorted(out.evaluation.counts.items()) if n} if out.evaluation else None}
+            "fleet": {d: n for d, n in sorted(out.evaluation.counts.items()) if n} if out.evaluation else None,
+            "servers": {k: n for k, n in sorted((out.evaluation.servers or {}).items()) if n}
+            if out.evaluation else None}
 
 
 def main(argv=None):

@@ -124,7 +124,7 @@ def sweep_sla(workflows, *, points: int = 8, slas=None, fleet=None, tco="default
     from hetagent.placement.pipeline import planning_inputs
     p = planning_inputs(workflows, fleet, tco, catalog, profiles, precisions)
     pb = build_problem(p.graphs, p.tables, p.fleet, p.tco, p.devices, rate=rate, profiles=p.profiles,
-                       cache=p.cache)
+                       cache=p.cache, servers=p.servers)
     return pareto(pb, slas=slas, points=points, time_limit_s=time_limit_s, gap=gap)
 
 

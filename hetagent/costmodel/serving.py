@@ -34,9 +34,10 @@ KV retention (`kv_retention`, RETENTION): a co-located engine whose prompts reus
 prefix (the cost table's `cached` detail of an llm.prefill: docs/serving.md, "Prefix reuse") is also offered
   resident  the engine keeps each request's KV while it waits on its tools (vLLM's prefix cache with the
             blocks pinned, Continuum's time-to-live; SGLang's radix cache): the prefill computes only the
-            new tokens, and the KV of the requests waiting, at its 99th percentile (Poisson: the number
-            waiting in an M/G/inf queue, whatever the tool latency's distribution, has mean load x mean
-            wait), is memory the batch cannot use: the slots shrink to what still fits;
+            new tokens, and a reservation for the KV of the requests waiting, sized so that at most
+            RETAIN_LOSS of them find it full (Erlang B: a request arriving to a full reservation is
+            dropped, an M/G/c/c loss system whose offered load is load x mean wait, whatever the tool
+            latency's distribution), is memory the batch cannot use: the slots shrink to what still fits;
   offload   the KV waits in host memory (vLLM's CPU offloading, LMCache) where the engine has that tier:
             the prefill computes only the new tokens after reloading the prefix over the host link (a
             latency, not engine time); device memory is not held.
@@ -50,7 +51,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.special import gammaincc
-from scipy.stats import poisson
 
 ENGINES = ("colocated", "prefill", "decode", "single")
 MAX_PREFILL_SHARE = 0.9     # a colocated engine busier than this with prompts cannot keep decoding
@@ -58,7 +58,7 @@ MAX_REPLICA_CANDIDATES = 12  # replica counts offered to the planner per engine 
 GAIN_TO_KEEP = 0.01         # a larger replica count is offered while it cuts some latency by this much
 DENSE_STEPS = 4             # replica counts right above the smallest feasible one are all offered
 RETENTION = ("none", "resident", "offload")
-RETAIN_QUANTILE = 0.99      # retained KV is reserved for this percentile of the requests waiting on tools
+RETAIN_LOSS = 0.01          # at most this share of the requests waiting on tools find the reservation full
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ class PoolLoad:
     costs: dict = field(default_factory=dict)   # member key -> OpCost at the batch
     kv_retention: str = "none"      # one of RETENTION
     retained_gb: float = 0.0        # KV kept for requests waiting on tools, per device (offload: in host memory)
-    retained_requests: int = 0      # requests whose KV that reserves, per replica (the RETAIN_QUANTILE)
+    retained_requests: int = 0      # requests whose KV that reserves, per replica (Erlang B <= RETAIN_LOSS)
     prefill_saved_share: float = 0.0   # share of the prompt tokens the engine does not recompute
 
 
@@ -369,10 +369,10 @@ def _retention(members, mode):
 def _retaining(ret: _Retention, r, pp, tp):
     """A co-located engine that keeps (resident) or parks in host memory (offload) each request's KV
     between its calls: prompts priced with their cached prefix, the KV of the requests waiting on tools
-    reserved at RETAIN_QUANTILE, the slots what still fits beside it."""
+    reserved so that at most RETAIN_LOSS of them find it full, the slots what still fits beside it."""
     from dataclasses import replace
     waiting = ret.occupancy / r
-    held = max(1, int(poisson.ppf(RETAIN_QUANTILE, waiting)))
+    held = retained_slots(waiting)
     retained = held * ret.size_gb
     on_device = retained if ret.mode == "resident" else 0.0
     keep = tuple(sum(1 for _, c in m.curve
@@ -396,14 +396,29 @@ def _retaining(ret: _Retention, r, pp, tp):
     return got
 
 
+def erlang_b(servers: int, offered: float) -> float:
+    """The share of arrivals that find all `servers` busy in an M/G/c/c loss system with this offered load
+    (Erlang B, by its stable recursion)."""
+    b = 1.0
+    for k in range(1, servers + 1):
+        b = offered * b / (k + offered * b)
+    return b
+
+
+def retained_slots(waiting: float) -> int:
+    """The fewest requests (at least 1) a reservation must hold so that at most RETAIN_LOSS of the requests
+    waiting on tools find it full; `waiting` is their mean number with no limit (the offered load)."""
+    c, b = 1, waiting / (1.0 + waiting)
+    while b > RETAIN_LOSS:
+        c += 1
+        b = waiting * b / (c + waiting * b)
+    return c
+
+
 def _overflow(mean: float, held: int) -> float:
     """Share of the requests waiting on tools that find the reservation of `held` full (their KV is dropped
-    and their prompt recomputed): E[(N - held)+] / E[N], N Poisson with this mean."""
-    if mean <= 0:
-        return 0.0
-    n = np.arange(held + 1)
-    short = float(np.sum((held - n) * poisson.pmf(n, mean)))
-    return max(0.0, mean - held + short) / mean
+    and their prompt recomputed): Erlang B with this offered load."""
+    return erlang_b(held, mean) if mean > 0 else 0.0
 
 
 def _cached_cost(c):

@@ -64,7 +64,7 @@ class Planning:
 def planning_inputs(workflows, fleet=None, tco="default", catalog=None, profiles=None,
                     precisions=None) -> Planning:
     """Load, compile and price the workflows; read the fleet and the economics."""
-    from hetagent.costmodel.fleet import load_fleet, uses_servers
+    from hetagent.costmodel.fleet import load_fleet
     from hetagent.costmodel.operators import cost_table
     from hetagent.costmodel.profiles import load_profiles, profiles_cover
     from hetagent.costmodel.tco import load_tco
@@ -78,15 +78,7 @@ def planning_inputs(workflows, fleet=None, tco="default", catalog=None, profiles
     if catalog is None:
         catalog = fleet_obj.catalog if fleet_obj is not None else "default"
     tco_params = load_tco(tco)
-    devices = {}
-    if fleet_obj is not None:
-        devices, _, _ = fleet_obj.resolve()
-    else:       # every catalog device may be bought: those with a purchase price (as the default fleet resolves)
-        from hetagent.costmodel.fleet import buyable_devices
-        devices = buyable_devices(catalog)
-    servers = uses_servers(catalog) and prof is None
-    if servers:
-        devices = {**devices, **_host_cpus(devices, fleet_obj.mode if fleet_obj else "buy", catalog)}
+    devices, servers = priced_devices(fleet_obj, catalog, prof)
     tables = None
     if prof is None or not profiles_cover(graphs, prof):
         tables = [cost_table(g, devices, precisions=precisions) for g in graphs]
@@ -96,6 +88,18 @@ def planning_inputs(workflows, fleet=None, tco="default", catalog=None, profiles
               "catalog": catalog, "precisions": list(precisions) if precisions else None}
     return Planning(sources, modules, graphs, tables, fleet_obj, tco_params, devices, prof, inputs,
                     servers=servers)
+
+
+def priced_devices(fleet_obj, catalog: str, profiles=None) -> tuple[dict, bool]:
+    """The devices the cost tables price for this fleet, and whether the fleet comes as whole servers:
+    the fleet's devices (no fleet: every catalog device that can be bought), and with server types the
+    CPUs that host them (CPU-side pools run on the hosts' free cores)."""
+    from hetagent.costmodel.fleet import buyable_devices, uses_servers
+    devices = fleet_obj.resolve()[0] if fleet_obj is not None else buyable_devices(catalog)
+    servers = uses_servers(catalog) and profiles is None
+    if servers:
+        devices = {**devices, **_host_cpus(devices, fleet_obj.mode if fleet_obj else "buy", catalog)}
+    return devices, servers
 
 
 def _host_cpus(devices: dict, mode: str, catalog: str) -> dict:

@@ -239,7 +239,7 @@ def retention_text(r: dict) -> str:
     waiting = (r["reused_per_s"] or 0.0) * (r["mean_wait_ms"] or 0.0) / 1e3 / max(1, r["replicas"])
     held = (f"about {waiting:,.1f} requests per replica wait on their tools at a time (tools and code take "
             f"{ms(r['mean_wait_ms'])} between two calls on average), and the plan keeps room for "
-            f"{r['retained_requests']} (their 99th percentile), {r['retained_gb']:,.2f} GB per device")
+            f"{r['retained_requests']} (at most 1% of them find it full), {r['retained_gb']:,.2f} GB per device")
     mode = r["kv_retention"]
     if mode == "resident":
         text = (f"{where} keeps each request's KV cache in device memory while the request waits on its tools "

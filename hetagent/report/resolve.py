@@ -55,6 +55,7 @@ class Context:
     notes: list[str] = field(default_factory=list)
     prep_all: object = None     # every option regardless of latency (offline), for evaluations
     choice: dict | None = None  # the plan's own choice {(g, op): DeviceOption}
+    servers: bool = False       # the fleet comes as whole server or instance types
 
 
 def _load_record(rec, loader, tmp: Path, suffix: str, what: str, notes: list[str]):
@@ -104,11 +105,12 @@ def _graphs(inputs: dict, plan, notes: list[str]):
 
 def rebuild(plan) -> Context:
     """The placement problem plan.json was solved from. Raises HetagentError when it cannot be rebuilt."""
-    from hetagent.costmodel.fleet import buyable_devices, load_fleet
+    from hetagent.costmodel.fleet import load_fleet
     from hetagent.costmodel.operators import cost_table
     from hetagent.costmodel.profiles import parse_profiles, profiles_cover
     from hetagent.costmodel.tco import load_tco
     from hetagent.placement import build_problem
+    from hetagent.placement.pipeline import priced_devices
     inputs = plan.inputs or {}
     notes: list[str] = []
     graphs = _graphs(inputs, plan, notes)
@@ -120,7 +122,7 @@ def rebuild(plan) -> Context:
         tco = load_tco("default")
     prof = parse_profiles(inputs["profiles"], "plan.json:inputs.profiles") if inputs.get("profiles") else None
     catalog_name = inputs.get("catalog") or (fleet.catalog if fleet is not None else "default")
-    devices = fleet.resolve()[0] if fleet is not None else buyable_devices(catalog_name)
+    devices, servers = priced_devices(fleet, catalog_name, prof)
     precisions = inputs.get("precisions") or None
     tables = None
     if prof is None or not profiles_cover(graphs, prof):
@@ -129,9 +131,11 @@ def rebuild(plan) -> Context:
     from hetagent.placement.pipeline import with_headroom
     graphs = with_headroom(graphs, inputs.get("sla_ms"), inputs.get("rate"), inputs.get("headroom"))
     pb = build_problem(graphs, tables, fleet, tco, devices, soft_sla_penalty=inputs.get("soft_sla_penalty"),
-                       objective=inputs.get("objective") or "tco", profiles=prof)
+                       objective=inputs.get("objective") or "tco", profiles=prof,
+                       cross_vendor_kv=bool(inputs.get("cross_vendor_kv")), servers=servers)
     ctx = Context(pb.graphs, tables, fleet, tco, devices, prof, pb,
-                  float(inputs.get("time_limit_s") or 30.0), float(inputs.get("gap") or 1e-4), notes)
+                  float(inputs.get("time_limit_s") or 30.0), float(inputs.get("gap") or 1e-4), notes,
+                  servers=servers)
     from hetagent.placement import milp
     # every option, whatever its latency, unpruned: the plan's own pools must be findable
     ctx.prep_all = milp.prepare(replace(pb, objective="offline", soft_sla_penalty=None), prune=False)
@@ -346,7 +350,8 @@ def sensitivity(ctx: Context, plan, alts: list[dict], budget: Budget) -> tuple[d
             tco_v = replace(ctx.tco, **{param: v})
             pb_v = build_problem(ctx.graphs, ctx.tables, ctx.fleet, tco_v, ctx.catalog,
                                  soft_sla_penalty=inputs.get("soft_sla_penalty"),
-                                 objective=inputs.get("objective") or "tco", profiles=ctx.profiles)
+                                 objective=inputs.get("objective") or "tco", profiles=ctx.profiles,
+                                 cross_vendor_kv=bool(inputs.get("cross_vendor_kv")), servers=ctx.servers)
             row = {"value": v, "base": abs(v - base) < 1e-9}
             cands = []
             fixed = evaluate_choice(ctx, ctx.choice, pb_v) if ctx.choice else None
