@@ -184,7 +184,7 @@ def use_fleet(path: Path, tiny: Path, plan_it: bool) -> None:
             pass
     if plan_it:
         from hetagent import api
-        api.plan(str(tiny), fleet=str(path), time_limit_s=5, validate=False)
+        api.plan(str(tiny), fleet=str(path), time_limit_s=5, validate=False, robustness=False)
 
 
 def use_tco(path: Path, tiny: Path, plan_it: bool) -> None:
@@ -201,7 +201,7 @@ def use_tco(path: Path, tiny: Path, plan_it: bool) -> None:
                 pass
     if plan_it:
         from hetagent import api
-        api.plan(str(tiny), tco=str(path), time_limit_s=5, validate=False)
+        api.plan(str(tiny), tco=str(path), time_limit_s=5, validate=False, robustness=False)
 
 
 def use_plan(path: Path, deep: bool) -> None:

@@ -46,14 +46,14 @@ def _sim_pool(sim, plan):
 
 @pytest.fixture(scope="module")
 def coding():
-    return api.plan(str(CODING), validate=False).to_json()
+    return api.plan(str(CODING), validate=False, robustness=False).to_json()
 
 
 @pytest.fixture(scope="module")
 def h100_coding(tmp_path_factory):
     fleet = tmp_path_factory.mktemp("fleet") / "h100s.yaml"
     fleet.write_text(H100)
-    return api.plan(str(CODING), fleet=str(fleet), validate=False).to_json()
+    return api.plan(str(CODING), fleet=str(fleet), validate=False, robustness=False).to_json()
 
 
 def test_coding_agent_grows_its_context_and_keeps_its_kv(coding):
@@ -91,7 +91,7 @@ def test_without_prefix_sharing_the_prefix_is_recomputed(tmp_path):
     assert "prefix_shared: false" in text
     wf = tmp_path / "coding_no_reuse.yaml"
     wf.write_text(text)
-    plan = api.plan(str(wf), validate=False).to_json()
+    plan = api.plan(str(wf), validate=False, robustness=False).to_json()
     pre = _pool(plan)
     assert pre["kv_retention"] == "none" and pre["prefill_saved_share"] == 0 and pre["retained_gb"] == 0
     sim = simulate(plan, duration_s=1500, seed=1)
@@ -150,7 +150,7 @@ def test_distributions_are_sampled_by_the_simulator(tmp_path):
     wf.write_text(DISTRIBUTED)
     fleet = tmp_path / "h100s.yaml"
     fleet.write_text(H100)
-    plan = api.plan(str(wf), fleet=str(fleet), validate=False).to_json()
+    plan = api.plan(str(wf), fleet=str(fleet), validate=False, robustness=False).to_json()
     sim = simulate(plan, duration_s=8000, seed=5)
     assert sim["tokens_per_second"]["prompt"] == pytest.approx(2000, rel=0.03)     # the mean, at 1 req/s
     assert sim["tokens_per_second"]["generated"] == pytest.approx(137.5, rel=0.05)

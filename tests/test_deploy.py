@@ -20,6 +20,7 @@ import yaml
 
 from hetagent.cli import main
 from hetagent.deploy import render
+from hetagent.deploy.kuberay import k8s_name
 from hetagent.deploy.engines import accel_of
 from hetagent.runtime.app import deployment_name
 
@@ -37,7 +38,7 @@ def plans(tmp_path_factory):
     for wf in EXAMPLES:
         for mode, fleet in MODES.items():
             p = api.plan(str(ROOT / "configs" / "workflows" / f"{wf}.yaml"), fleet=fleet,
-                         validate=False).to_json()
+                         validate=False, robustness=False).to_json()
             f = d / f"{wf}-{mode}.json"
             f.write_text(json.dumps(p))
             out[(wf, mode)] = f
@@ -130,9 +131,9 @@ def test_examples_deploy_to_both_targets(plans, tmp_path):
             want[s["type"]] = want.get(s["type"], 0) + 1
         groups = {g["groupName"]: g for g in cluster["workerGroupSpecs"]}
         assert {g: v["replicas"] for g, v in groups.items()} == \
-            {k.lower().replace("_", "-"): n for k, n in want.items()}, (wf, mode)
+            {k8s_name(k): n for k, n in want.items()}, (wf, mode)     # aws-g4dn.xlarge -> aws-g4dn-xlarge
         for s in servers:
-            g = groups[s["type"].lower().replace("_", "-")]
+            g = groups[k8s_name(s["type"])]
             (c,) = g["template"]["spec"]["containers"]
             lim = c["resources"]["limits"]
             assert int(lim["cpu"]) >= 1 and lim["memory"].endswith("Gi")
@@ -149,8 +150,18 @@ def test_sglang_settings_and_gaps(plans, tmp_path, capsys):
     raw = json.loads(f.read_text())
     d = render(str(f), target="ray-serve", engine="sglang")
     _check_serve(yaml.safe_load(d.files["serve.yaml"]), raw, "sglang")
-    # buy plans put the LLMs on Gaudi 3: SGLang has no Gaudi backend -> refused, one line, nothing written
-    buy = plans[("voice_agent", "buy")]
+    # the LLMs on Gaudi 3: SGLang has no Gaudi backend -> refused, one line, nothing written
+    gaudi = json.loads(plans[("voice_agent", "buy")].read_text())
+    accelerators = {s["device"] for s in gaudi["deployment"]["servers"] if s["count"] > 0}
+    for entry in gaudi["pools"] + gaudi["placements"]:
+        if entry["device"] in accelerators:
+            entry["device"] = "gaudi3"
+    for s in gaudi["deployment"]["servers"]:
+        if s["count"] > 0:
+            s["device"], s["type"] = "gaudi3", "hls-gaudi3-8"
+    gaudi["fleet"] = {("gaudi3" if d in accelerators else d): n for d, n in gaudi["fleet"].items()}
+    buy = tmp_path / "gaudi.json"
+    buy.write_text(json.dumps(gaudi))
     out = tmp_path / "refused"
     assert main(["deploy", str(buy), "--target", "kuberay", "--engine", "sglang", "-o", str(out)]) == 1
     err = capsys.readouterr().err.strip()
@@ -236,7 +247,7 @@ def test_cpu_plan_runs_under_serve_deploy(tmp_path):
     wf = tmp_path / "light.yaml"
     wf.write_text(LIGHT)
     plan = tmp_path / "light.json"
-    plan.write_text(json.dumps(api.plan(str(wf), fleet="local-cpu", validate=False).to_json()))
+    plan.write_text(json.dumps(api.plan(str(wf), fleet="local-cpu", validate=False, robustness=False).to_json()))
     out = tmp_path / "deploy"
     assert main(["deploy", str(plan), "--target", "ray-serve", "-o", str(out)]) == 0
     cfg = yaml.safe_load((out / "serve.yaml").read_text())

@@ -39,7 +39,7 @@ def check_deployment(plan):
 
 
 def test_voice_agent_is_deployable():
-    plan = api.plan(WF / "voice_agent.yaml", validate=False)
+    plan = api.plan(WF / "voice_agent.yaml", validate=False, robustness=False)
     check_deployment(plan)
     b = plan.tco["breakdown"]
     assert sum(v["capex"] + v["power"] + v["opex"] for v in b.values()) == pytest.approx(plan.tco["per_hour"])
@@ -50,10 +50,10 @@ def test_owned_devices_plus_what_to_buy(tmp_path):
     """Buy mode with `owned:` counts: the owned units cost only power and opex, more may be bought. It
     used to be reported infeasible (PuLP kept only the last of two objective terms on one variable, so
     owned units looked like money back)."""
-    free = api.plan(WF / "voice_agent.yaml", validate=False,
+    free = api.plan(WF / "voice_agent.yaml", validate=False, robustness=False,
                     fleet=_fleet(tmp_path, "name: f\nmode: buy\ndevices:\n  - {id: h100}\n"
                                            "  - {id: xeon-sapphirerapids}\n"))
-    owned = api.plan(WF / "voice_agent.yaml", validate=False,
+    owned = api.plan(WF / "voice_agent.yaml", validate=False, robustness=False,
                      fleet=_fleet(tmp_path, "name: f\nmode: buy\ndevices:\n  - {id: h100, owned: 2}\n"
                                             "  - {id: xeon-sapphirerapids}\n", "owned.yaml"))
     assert owned.fleet["h100"] >= 2
@@ -67,8 +67,8 @@ def test_kv_cache_stays_within_one_vendor_unless_asked():
     def llm_vendors(plan):
         return {vendor[p.device] for p in plan.pools if p.model == "llama-3-8b"}
 
-    assert len(llm_vendors(api.plan(WF / "voice_agent.yaml", validate=False))) == 1
-    crossed = api.plan(WF / "voice_agent.yaml", validate=False, cross_vendor_kv=True)
+    assert len(llm_vendors(api.plan(WF / "voice_agent.yaml", validate=False, robustness=False))) == 1
+    crossed = api.plan(WF / "voice_agent.yaml", validate=False, robustness=False, cross_vendor_kv=True)
     assert crossed.inputs["cross_vendor_kv"] is True
 
 
@@ -116,7 +116,7 @@ def check_whole_servers(plan, mode):
 @pytest.mark.parametrize("mode", ["buy", "rent"])
 @pytest.mark.parametrize("wf", sorted(p.name for p in WF.glob("*.yaml")))
 def test_every_example_plans_on_whole_servers(tmp_path, wf, mode):
-    plan = api.plan(WF / wf, validate=False, fleet=_fleet(tmp_path, BUY if mode == "buy" else RENT))
+    plan = api.plan(WF / wf, validate=False, robustness=False, fleet=_fleet(tmp_path, BUY if mode == "buy" else RENT))
     check_whole_servers(plan, mode)
     if mode == "buy":
         assert all(s["host"]["cores"] > 0 for s in plan.deployment["servers"] if s["count"])
@@ -144,7 +144,7 @@ def test_owned_servers_form_and_owned_mapping(tmp_path):
 
 def test_owned_a100_l4_fleet_plans_and_max_rate_names_the_pool():
     fleet = str(WF.parent / "fleets" / "owned-a100-l4.yaml")
-    plan = api.plan(WF / "voice_agent.yaml", validate=False, fleet=fleet)
+    plan = api.plan(WF / "voice_agent.yaml", validate=False, robustness=False, fleet=fleet)
     check_whole_servers(plan, "owned")
     assert set(plan.fleet) <= {"a100", "l4"}
     assert all(v["capex"] == 0 for v in plan.tco["breakdown"].values())
@@ -184,7 +184,7 @@ def test_schema_fleet_agrees_with_the_loader(tmp_path, capsys):
 
 
 def test_rent_refuses_what_the_catalog_cannot_rent(tmp_path):
-    plan = api.plan(WF / "rag_chat.yaml", validate=False,
+    plan = api.plan(WF / "rag_chat.yaml", validate=False, robustness=False,
                     fleet=_fleet(tmp_path, "name: r\nmode: rent\ndevices:\n  - {id: mi300x}\n  - {id: h100}\n"
                                            "  - {id: xeon-sapphirerapids}\n"))
     notes = " ".join(plan.deployment.get("notes") or [])

@@ -27,7 +27,7 @@ def base_plan(tmp_path_factory):
     from hetagent import api
     f = tmp_path_factory.mktemp("plan") / "tiny.yaml"
     f.write_text(TINY)
-    return api.plan(str(f), fleet="local-cpu", validate=False).to_json()
+    return api.plan(str(f), fleet="local-cpu", validate=False, robustness=False).to_json()
 
 
 def _clean(kind, detail):

@@ -316,7 +316,7 @@ def test_imported_distributions_and_growth_reach_the_simulation(tmp_path, traced
     from hetagent.simulator.commands import simulate
     path, truth = traced["jsonl"]
     wf = _write(import_traces([path], self_host={"gpt-4o-mini": "llama-3-8b"}), tmp_path / "self.yaml")
-    plan = api.plan(str(wf), rate=2.0, validate=False).to_json()
+    plan = api.plan(str(wf), rate=2.0, validate=False, robustness=False).to_json()
     sim = simulate(plan, duration_s=6000, seed=11)
     tin, tout = _means(truth)
     assert sim["tokens_per_second"]["prompt"] == pytest.approx(2.0 * tin, rel=0.05)

@@ -17,12 +17,12 @@ WF = Path(__file__).resolve().parent.parent / "configs" / "workflows"
 
 @pytest.fixture(scope="module")
 def voice():
-    return api.plan(WF / "voice_agent.yaml", validate=False)
+    return api.plan(WF / "voice_agent.yaml", validate=False, robustness=False)
 
 
 @pytest.fixture(scope="module")
 def coding():
-    return api.plan(WF / "coding_agent.yaml", validate=False)
+    return api.plan(WF / "coding_agent.yaml", validate=False, robustness=False)
 
 
 def test_every_call_to_a_model_shares_one_pool(voice, coding):
@@ -69,8 +69,8 @@ def test_batch_is_what_the_load_fills(voice):
 
 def test_lower_rate_costs_more_per_request():
     """At 1 request/s a decode engine runs nearly empty: each request pays for more device time."""
-    hi = api.plan(WF / "voice_agent.yaml", validate=False)
-    lo = api.plan(WF / "voice_agent.yaml", validate=False, rate=1.0)
+    hi = api.plan(WF / "voice_agent.yaml", validate=False, robustness=False)
+    lo = api.plan(WF / "voice_agent.yaml", validate=False, robustness=False, rate=1.0)
     assert lo.tco["per_request"] > 2 * hi.tco["per_request"]
     dec = lambda pl: next(p for p in pl.pools if p.kind == "llm.decode")
     assert dec(lo).batch < dec(hi).batch
@@ -100,8 +100,8 @@ def test_plan_is_validated_and_a_fresh_simulation_meets_the_percentile(tmp_path)
 
 
 def test_same_inputs_same_plan():
-    a = api.plan(WF / "rag_chat.yaml", validate=False)
-    b = api.plan(WF / "rag_chat.yaml", validate=False)
+    a = api.plan(WF / "rag_chat.yaml", validate=False, robustness=False)
+    b = api.plan(WF / "rag_chat.yaml", validate=False, robustness=False)
     strip = lambda pl: {k: v for k, v in json.loads(pl.dumps()).items() if k != "solver"}
     assert strip(a) == strip(b)
 
@@ -113,7 +113,7 @@ def test_colocated_engine_when_one_device_serves_both_phases(tmp_path):
     fleet = tmp_path / "l40s.yaml"
     fleet.write_text("name: l40s-only\nmode: buy\ncatalog: default\ndevices:\n  - {id: l40s}\n"
                      "  - {id: xeon-sapphirerapids}\n")
-    plan = api.plan(WF / "rag_chat.yaml", fleet=str(fleet), rate=0.5, validate=False)
+    plan = api.plan(WF / "rag_chat.yaml", fleet=str(fleet), rate=0.5, validate=False, robustness=False)
     llm = [p for p in plan.pools if p.model]
     assert {p.engine for p in llm} == {"colocated"}
     assert len({p.engine_id for p in llm}) == 1 and {p.kind for p in llm} == {"llm.prefill", "llm.decode"}
@@ -123,8 +123,8 @@ def test_colocated_engine_when_one_device_serves_both_phases(tmp_path):
 def test_queueing_is_in_the_planned_latency():
     """Planned at 5 times the rate, operators wait for their pools: per-operator latency includes a
     wait, and the plan is sized with more replicas."""
-    base = api.plan(WF / "rag_chat.yaml", validate=False)
-    busy = api.plan(WF / "rag_chat.yaml", validate=False, rate=100.0)
+    base = api.plan(WF / "rag_chat.yaml", validate=False, robustness=False)
+    busy = api.plan(WF / "rag_chat.yaml", validate=False, robustness=False, rate=100.0)
     reps = lambda pl: sum(p.replicas for p in pl.pools if not p.device.startswith(("xeon", "epyc")))
     assert reps(busy) > reps(base)
     assert busy.tco["per_hour"] > base.tco["per_hour"]

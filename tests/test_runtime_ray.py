@@ -52,7 +52,7 @@ def _plan(tmp_path_factory, text, name):
     from hetagent import api
     f = tmp_path_factory.mktemp(name) / f"{name}.yaml"
     f.write_text(text)
-    return api.plan(str(f), fleet="local-cpu", validate=False).to_json()
+    return api.plan(str(f), fleet="local-cpu", validate=False, robustness=False).to_json()
 
 
 def _emulate(plan, op, device, latency_ms):

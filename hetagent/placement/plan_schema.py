@@ -231,12 +231,44 @@ INPUTS = _record(
     headroom=_record((), optional=True, sla_factor=Num(gt=0, le=100), rate_factor=Num(gt=0, le=100)),
     precisions=ListOf(Str(), optional=True),
 )
+MONEY_H = Num(ge=0, le=1e12)
+REPLICA = _record(("pool", "replica"), pool=Str(), replica=Int(0, MAX_COUNT), cores=Num(ge=0, le=1e9, optional=True))
+SERVER = _record(
+    ("id", "type", "device", "count", "host", "devices"),
+    id=Str(), type=Str(), device=Str(), count=Int(0, MAX_COUNT),
+    host=_record(("cores", "memory_gb"), cores=Num(ge=0, le=1e9), memory_gb=Num(ge=0, le=1e12),
+                 cpu=Str(optional=True)),
+    devices=ListOf(_record(("index", "capacity_gb", "memory_gb", "replicas"), index=Int(0, MAX_COUNT),
+                           capacity_gb=Num(ge=0, le=1e12), memory_gb=Num(ge=0, le=1e12),
+                           replicas=ListOf(REPLICA))),
+    note=Str(optional=True, nonempty=False),
+)
+BILL_ROW = _record(
+    ("type", "kind", "device", "accelerators", "servers", "usd_per_hour", "total_usd_per_hour"),
+    offer=Str(optional=True), type=Str(), kind=Str(), device=Str(), accelerators=Int(0, MAX_COUNT),
+    servers=Int(0, MAX_COUNT), usd_per_hour=_record(("total",), total=MONEY_H, **{k: Num(ge=0, le=1e12, optional=True) for k in (
+        "capex", "power", "opex", "accelerators", "host", "network", "facility", "support")}),
+    total_usd_per_hour=MONEY_H,
+    owned=Bool(optional=True), note=Str(optional=True, nonempty=False), sources=MapOf(Str(nonempty=False), optional=True),
+)
+DEPLOYMENT = _record(
+    ("servers",), optional=True,
+    mode=Str(optional=True), servers=ListOf(SERVER), notes=ListOf(Str(nonempty=False), optional=True),
+    bill=ListOf(BILL_ROW, optional=True),
+)
+ROBUSTNESS = _record(
+    ("device", "status", "holds", "alternative", "threshold"),
+    device=Str(), status=Str(), holds=Bool(), threshold=Num(ge=0, le=1, optional=True),
+    alternative=_record(("fleet", "tco_per_hour"), optional=True, fleet=MapOf(Int(0, MAX_COUNT)),
+                        tco_per_hour=Num(ge=0, le=1e12, optional=True)),
+)
 PLAN = _record(
     ("version", "placements"),                  # all a build needs (with `ir`); see COMPLETE
     version=Int(1, 1), workflows=ListOf(Str(), min_len=1), fleet=MapOf(Int(0, MAX_COUNT)),
     placements=ListOf(PLACEMENT), pools=ListOf(POOL), predicted=PREDICTED, tco=TCO,
     baselines=ListOf(BASELINE),
-    solver=SOLVER, ir=Str(nonempty=False), inputs=INPUTS,
+    solver=SOLVER, ir=Str(nonempty=False), inputs=INPUTS, deployment=DEPLOYMENT,
+    robustness=ListOf(ROBUSTNESS, optional=True),
 )
 
 

@@ -309,7 +309,8 @@ class Deployment:
         if any(op.kind in ("compute.code", "compute.fused") for op in self.graph.operators.values()):
             from hetagent.backends.sandbox import require
             require()   # code nodes run only in the sandbox: refuse now, in one line, if it is missing
-        self.started_ray = ray_init(self.address, self.graph.fleet)
+        # the fleet's devices, and the host CPUs of its servers that CPU-side pools run on (not in `fleet`)
+        self.started_ray = ray_init(self.address, {**{d: 1 for d in self.devices_used()}, **self.graph.fleet})
         have = cluster_devices()
         missing = sorted(d for d in self.devices_used() if have.get(d, 0) <= 0)
         if missing:
