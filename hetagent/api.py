@@ -375,9 +375,12 @@ def max_rate(workflows, *, fleet, tco="default", catalog=None, precisions=None, 
                                                rate=r), prepared=prepared, log=lambda s: None)
             probes.append({"rate_rps": r, "feasible": True, "holds": v["holds"]})
             if not v["holds"]:
-                hot = _hottest_pool(v["simulation"])
+                hot, last = _hottest_pool(v["simulation"]), v["rounds"][-1]
+                got = last.get("simulated_ms")
                 failed[r] = (f"at {r:.4g} requests/s the SLA percentile does not hold in simulation"
-                             + (f": {hot}" if hot else ""))
+                             + (f" (simulated {got:.0f} ms; validation wants {VALIDATION_MARGIN:.0%} under the "
+                                f"SLA of {v['sla_ms']:g} ms)" if got and v.get("sla_ms") else "")
+                             + (f"; the longest queue: {hot}" if hot else ""))
             return v["plan"] if v["holds"] else None
         failed: dict = {}
         good = holds(lo)
