@@ -178,6 +178,20 @@ def _fleet_text(fleet: dict | None) -> str:
     return ", ".join(f"{n} x {d}" for d, n in sorted(fleet.items(), key=lambda kv: (-kv[1], kv[0])) if n)
 
 
+def _servers_text(plan: Plan) -> str | None:
+    """'1 x h200-nvl-pcie-4 server (4 x h200-nvl)': the plan's servers or instances, when it has server types
+    (deployment.bill); None for plans priced one device at a time."""
+    rows = [r for r in (plan.deployment or {}).get("bill") or [] if r.get("kind") in ("server", "instance")]
+    if not rows:
+        return None
+    parts = []
+    for r in sorted(rows, key=lambda r: (-(r.get("servers") or 0), str(r.get("type")))):
+        n, what = r.get("servers") or 0, r.get("kind")
+        holds = (f"{r['accelerators']} x {r['device']}" if r.get("accelerators") else f"{r.get('device')}, CPU-only")
+        parts.append(f"{n} x {r.get('type')} {what}{'s' if n != 1 else ''} ({holds} each)")
+    return ", ".join(parts)
+
+
 def _rate(plan: Plan, ctx) -> float | None:
     if ctx is not None:
         return sum(g.rate_rps for g in ctx.graphs)
@@ -202,7 +216,8 @@ def recommendation(plan: Plan, ctx) -> dict:
     if sla and e2e is not None:
         margin = {"ms": sla - e2e, "fraction": (sla - e2e) / sla}
     return {
-        "workflows": list(plan.workflows), "fleet": dict(plan.fleet), "fleet_text": _fleet_text(plan.fleet),
+        "workflows": list(plan.workflows), "fleet": dict(plan.fleet),
+        "fleet_text": _servers_text(plan) or _fleet_text(plan.fleet),
         "devices": sum(plan.fleet.values()),
         "tco": {"per_hour": ph, "per_month": ph * HOURS_PER_MONTH if ph is not None else None,
                 "per_year": ph * HOURS_PER_YEAR if ph is not None else None,
