@@ -159,25 +159,30 @@ def _count(e: dict, k: str, w: Where):
     return v
 
 
+def _entry(e, key: str, allowed: set, mode: str, what: str, w: Where) -> tuple[dict, int, int | None]:
+    """One entry of a fleet's `devices` or `servers` list checked (a bare string is its `key`): the entry,
+    how many are owned, and the most allowed (max_count, None: no limit)."""
+    if isinstance(e, str):
+        e = {key: e}
+    if not isinstance(e, dict) or not isinstance(e.get(key), str):
+        raise w.error("", f"expected {{{key}, max_count?, owned?}}")
+    bad = set(e) - allowed
+    if bad:
+        raise w.error(sorted(bad)[0], f"unknown key; allowed: {', '.join(sorted(allowed))}")
+    owned, cap = _count(e, "owned", w) or 0, _count(e, "max_count", w)
+    if mode == "owned" and owned == 0:
+        raise w.error("owned", f"an owned fleet must say how many {what} it owns")
+    if cap is not None and cap < owned:
+        raise w.error("max_count", f"max_count {cap} is below owned {owned}")
+    return e, owned, cap
+
+
 def _device_entries(raw, mode: str, path, lines) -> tuple[FleetEntry, ...]:
     entries = []
     for i, e in enumerate(raw):
         w = Where(path, lines, f"devices[{i}]")
-        if isinstance(e, str):
-            e = {"id": e}
-        if not isinstance(e, dict) or not isinstance(e.get("id"), str):
-            raise w.error("", "expected {id, max_count?, owned?}")
-        bad = set(e) - _DEVICE_KEYS
-        if bad:
-            raise w.error(sorted(bad)[0], f"unknown key; allowed: {', '.join(sorted(_DEVICE_KEYS))}")
-        for k in ("max_count", "owned"):
-            _count(e, k, w)
-        owned = e.get("owned") or 0
-        if mode == "owned" and owned == 0:
-            raise w.error("owned", "an owned fleet must say how many units it owns")
-        if e.get("max_count") is not None and e["max_count"] < owned:
-            raise w.error("max_count", f"max_count {e['max_count']} is below owned {owned}")
-        entries.append(FleetEntry(e["id"], e.get("max_count"), owned))
+        e, owned, cap = _entry(e, "id", _DEVICE_KEYS, mode, "units", w)
+        entries.append(FleetEntry(e["id"], cap, owned))
     return tuple(entries)
 
 
@@ -193,13 +198,7 @@ def _server_entries(raw, mode: str, catalog: str, extra: dict, path, lines, conf
     out, seen = [], set()
     for i, e in enumerate(raw):
         w = Where(path, lines, f"servers[{i}]")
-        if isinstance(e, str):
-            e = {"type": e}
-        if not isinstance(e, dict) or not isinstance(e.get("type"), str):
-            raise w.error("", "expected {type, owned?, max_count?}")
-        bad = set(e) - _SERVER_KEYS
-        if bad:
-            raise w.error(sorted(bad)[0], f"unknown key; allowed: {', '.join(sorted(_SERVER_KEYS))}")
+        e, owned, cap = _entry(e, "type", _SERVER_KEYS, mode, "servers of each type", w)
         st = types.get(e["type"])
         if st is None:
             what = "instance type (configs/instances/; rent mode)" if mode == "rent" else \
@@ -208,13 +207,8 @@ def _server_entries(raw, mode: str, catalog: str, extra: dict, path, lines, conf
         if e["type"] in seen:
             raise w.error("type", f"'{e['type']}' is listed twice")
         seen.add(e["type"])
-        owned, cap = _count(e, "owned", w) or 0, _count(e, "max_count", w)
         if mode == "rent" and owned:
             raise w.error("owned", "rented instances are not owned (mode: rent)")
-        if mode == "owned" and owned == 0:
-            raise w.error("owned", "an owned fleet must say how many servers of each type it owns")
-        if cap is not None and cap < owned:
-            raise w.error("max_count", f"max_count {cap} is below owned {owned}")
         out.append(FleetServer(st.id, st.device, owned, cap))
     return tuple(out)
 

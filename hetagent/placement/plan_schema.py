@@ -32,6 +32,11 @@ class _Spec:
     optional: bool = False       # None accepted
 
     def check(self, value, path: tuple, fail) -> None:
+        if value is None and self.optional:
+            return
+        self._check(value, path, fail)
+
+    def _check(self, value, path: tuple, fail) -> None:   # each kind of value says what it accepts
         raise NotImplementedError
 
 
@@ -43,9 +48,7 @@ class Num(_Spec):
     le: float | None = None
     optional: bool = False
 
-    def check(self, value, path, fail):
-        if value is None and self.optional:
-            return
+    def _check(self, value, path, fail):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             fail(path, f"must be a finite number{self._range()}, got {_show(value)}")
         if (self.ge is not None and value < self.ge) or (self.gt is not None and value <= self.gt) \
@@ -65,9 +68,7 @@ class Int(_Spec):
     le: int | None = None
     optional: bool = False
 
-    def check(self, value, path, fail):
-        if value is None and self.optional:
-            return
+    def _check(self, value, path, fail):
         ok = isinstance(value, int) and not isinstance(value, bool)
         if not ok or (self.ge is not None and value < self.ge) or (self.le is not None and value > self.le):
             rng = " and ".join(p for p in (f">= {self.ge}" if self.ge is not None else "",
@@ -81,9 +82,7 @@ class Str(_Spec):
     optional: bool = False
     choices: tuple = ()
 
-    def check(self, value, path, fail):
-        if value is None and self.optional:
-            return
+    def _check(self, value, path, fail):
         if not isinstance(value, str) or (self.nonempty and not value):
             fail(path, f"must be a {'non-empty ' if self.nonempty else ''}string, got {_show(value)}")
         if self.choices and value not in self.choices:
@@ -94,8 +93,8 @@ class Str(_Spec):
 class Bool(_Spec):
     optional: bool = False
 
-    def check(self, value, path, fail):
-        if not (isinstance(value, bool) or (value is None and self.optional)):
+    def _check(self, value, path, fail):
+        if not isinstance(value, bool):
             fail(path, f"must be true or false, got {_show(value)}")
 
 
@@ -105,9 +104,7 @@ class ListOf(_Spec):
     min_len: int = 0
     optional: bool = False
 
-    def check(self, value, path, fail):
-        if value is None and self.optional:
-            return
+    def _check(self, value, path, fail):
         if not isinstance(value, list):
             fail(path, f"must be a list, got {_show(value)}")
         if len(value) < self.min_len:
@@ -121,9 +118,7 @@ class MapOf(_Spec):
     value: _Spec
     optional: bool = False
 
-    def check(self, value, path, fail):
-        if value is None and self.optional:
-            return
+    def _check(self, value, path, fail):
         if not isinstance(value, dict):
             fail(path, f"must be a mapping, got {_show(value)}")
         for k, v in value.items():
@@ -137,9 +132,7 @@ class Record(_Spec):
     required: frozenset = frozenset()
     optional: bool = False
 
-    def check(self, value, path, fail):
-        if value is None and self.optional:
-            return
+    def _check(self, value, path, fail):
         if not isinstance(value, dict):
             fail(path, f"must be a mapping, got {_show(value)}")
         for key in sorted(self.required):
@@ -159,7 +152,7 @@ class AnyOf(_Spec):
     """The first spec the value satisfies; else the first spec's complaint."""
     specs: tuple = ()
 
-    def check(self, value, path, fail):
+    def _check(self, value, path, fail):
         def quiet(*_):
             raise _Mismatch
         for spec in self.specs:
