@@ -16,10 +16,23 @@ def root() -> Path:
     return ROOT
 
 
+# A light workflow for the runtime and deploy tests: a loopback tool and sandboxed code, no model loads.
+LIGHT = """
+name: light
+sla: {latency_ms: 5000, percentile: 95}
+rate: 5
+nodes:
+  - {id: q, kind: input, text_tokens: 16}
+  - {id: search, kind: tool, tool: loopback_search, latency_ms: 5, inputs: [q]}
+  - {id: glue, kind: code, cpu_ms: 1, inputs: [search, q]}
+  - {id: out, kind: output, inputs: [glue]}
+"""
+
+
 _SERVE: dict = {}
 
 
-def _free_port() -> int:
+def free_port() -> int:
     import socket
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -40,7 +53,7 @@ def serve_instance():
             ray.shutdown()
         devices = {d: 8 for d in load_catalog()} | {"local-cpu": 1}
         ray_init(None, devices)
-        _SERVE["port"] = _free_port()
+        _SERVE["port"] = free_port()
         serve_start({"host": "127.0.0.1", "port": _SERVE["port"]})
         _SERVE["node"] = ray.get_runtime_context().get_node_id()
     yield _SERVE["port"]

@@ -9,7 +9,6 @@ serve.yaml runs under `serve deploy` on a Ray head started for the test and answ
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -23,6 +22,8 @@ from hetagent.deploy import render
 from hetagent.deploy.kuberay import k8s_name
 from hetagent.deploy.engines import accel_of
 from hetagent.runtime.app import deployment_name
+
+from conftest import LIGHT, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ["voice_agent", "rag_chat", "coding_agent", "deep_research"]
@@ -205,22 +206,6 @@ def test_errors_are_one_line_and_write_nothing(tmp_path, capsys):
 
 # ---- serve deploy on a local Ray cluster --------------------------------------------------------
 
-LIGHT = """
-name: light
-sla: {latency_ms: 5000, percentile: 95}
-rate: 5
-nodes:
-  - {id: q, kind: input, text_tokens: 16}
-  - {id: search, kind: tool, tool: loopback_search, latency_ms: 5, inputs: [q]}
-  - {id: glue, kind: code, cpu_ms: 1, inputs: [search, q]}
-  - {id: out, kind: output, inputs: [glue]}
-"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _ours(tmp: str) -> list[int]:
@@ -251,7 +236,7 @@ def test_cpu_plan_runs_under_serve_deploy(tmp_path):
     out = tmp_path / "deploy"
     assert main(["deploy", str(plan), "--target", "ray-serve", "-o", str(out)]) == 0
     cfg = yaml.safe_load((out / "serve.yaml").read_text())
-    http, gcs, dash = _free_port(), _free_port(), _free_port()
+    http, gcs, dash = free_port(), free_port(), free_port()
     cfg["http_options"] = {"host": "127.0.0.1", "port": http}     # a free port on loopback
     (out / "serve.yaml").write_text(yaml.safe_dump(cfg))
     tmp = str(Path("/tmp") / f"hetagent-deploy-{os.getpid()}-{http}")   # Ray's socket paths are short

@@ -15,16 +15,8 @@ pytestmark = pytest.mark.ray
 ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")
 
-LIGHT = """
-name: light
-sla: {latency_ms: 5000, percentile: 95}
-rate: 5
-nodes:
-  - {id: q, kind: input, text_tokens: 16}
-  - {id: search, kind: tool, tool: loopback_search, latency_ms: 5, inputs: [q]}
-  - {id: glue, kind: code, cpu_ms: 1, inputs: [search, q]}
-  - {id: out, kind: output, inputs: [glue]}
-"""
+from conftest import LIGHT  # noqa: E402
+
 CHAT = """
 name: chat
 sla: {latency_ms: 5000, percentile: 95}
