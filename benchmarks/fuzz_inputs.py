@@ -64,18 +64,8 @@ def fuzz(fmt: str, cases: int, limit_s: float, deep_every: int, work: Path, seed
         path = work / f"{fmt}-{n % 50}.{'json' if fmt == 'plan' else 'yaml'}"
         path.write_text(doc if isinstance(doc, str) else yaml.safe_dump(doc))
         deep = state["accepted"] % deep_every == deep_every - 1
-        run = {"workflow": lambda: fuzzing.use_workflow(path),
-               "fleet": lambda: fuzzing.use_fleet(path, tiny, plan_it=deep),
-               "tco": lambda: fuzzing.use_tco(path, tiny, plan_it=deep),
-               "plan": lambda: fuzzing.use_plan(path, deep=deep)}[fmt]
         t = time.perf_counter()
-        signal.setitimer(signal.ITIMER_REAL, limit_s)
-        try:
-            kind, detail = fuzzing.outcome(path, run)
-        except _Hang:
-            kind, detail = "hang", f"over {limit_s:g} s"
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+        kind, detail = judge(fmt, path, tiny, deep, limit_s)
         state["slowest_s"] = max(state["slowest_s"], time.perf_counter() - t)
         counts[kind] += 1
         if kind == "ok":
@@ -92,6 +82,21 @@ def fuzz(fmt: str, cases: int, limit_s: float, deep_every: int, work: Path, seed
     return {"format": fmt, "cases": state["n"], **counts, "deep_runs": state["deep"],
             "slowest_case_s": round(state["slowest_s"], 2), "seconds": round(time.perf_counter() - t0, 1),
             "failures": examples}
+
+
+def judge(fmt: str, path: Path, tiny: Path, deep: bool, limit_s: float) -> tuple[str, str]:
+    """One case through what the CLI does with its format (fuzzing.outcome), a hang past limit_s."""
+    run = {"workflow": lambda: fuzzing.use_workflow(path),
+           "fleet": lambda: fuzzing.use_fleet(path, tiny, plan_it=deep),
+           "tco": lambda: fuzzing.use_tco(path, tiny, plan_it=deep),
+           "plan": lambda: fuzzing.use_plan(path, deep=deep)}[fmt]
+    signal.setitimer(signal.ITIMER_REAL, limit_s)
+    try:
+        return fuzzing.outcome(path, run)
+    except _Hang:
+        return "hang", f"over {limit_s:g} s"
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 def sweep(fmt: str, limit_s: float, deep_every: int, work: Path) -> dict:
@@ -124,17 +129,7 @@ def sweep(fmt: str, limit_s: float, deep_every: int, work: Path) -> dict:
                 path = work / f"sweep.{'json' if fmt == 'plan' else 'yaml'}"
                 path.write_text(json.dumps(doc, indent=1) if fmt == "plan" else yaml.safe_dump(doc))
                 deep = accepted % deep_every == deep_every - 1
-                run = {"workflow": lambda: fuzzing.use_workflow(path),
-                       "fleet": lambda: fuzzing.use_fleet(path, tiny, plan_it=deep),
-                       "tco": lambda: fuzzing.use_tco(path, tiny, plan_it=deep),
-                       "plan": lambda: fuzzing.use_plan(path, deep=deep)}[fmt]
-                signal.setitimer(signal.ITIMER_REAL, limit_s)
-                try:
-                    kind_, detail = fuzzing.outcome(path, run)
-                except _Hang:
-                    kind_, detail = "hang", f"over {limit_s:g} s"
-                finally:
-                    signal.setitimer(signal.ITIMER_REAL, 0)
+                kind_, detail = judge(fmt, path, tiny, deep, limit_s)
                 counts[kind_] += 1
                 if kind_ == "ok":
                     accepted += 1
