@@ -66,7 +66,7 @@ def test_table3_reproduces_exactly():
                       "solver", "ir", "inputs", "robustness"}
     assert set(d["placements"][0]) == {"operator", "kind", "device", "tp", "pp", "batch", "replicas",
                                        "precision", "latency_ms", "bound", "pool", "calibration_status",
-                                       "latency_interval_ms"}
+                                       "latency_interval_ms", "service_ms"}
     assert set(d["tco"]) == {"per_hour", "per_million_tokens", "per_request", "per_thousand_requests",
                              "breakdown"}
     assert set(d["solver"]) == {"status", "gap", "seconds"}

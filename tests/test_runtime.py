@@ -276,7 +276,7 @@ def test_deadlines_refuse_at_once_or_fail_at_the_deadline(light_plan):
 def test_emulated_pool_holds_its_time_and_shares_outputs(light_plan):
     from hetagent.runtime.executors import OpSpec
     from hetagent.runtime.pools import PoolReplica, PoolSpec
-    spec = OpSpec("c", "tool.compute", {}, "h100", latency_ms=150.0, emulated=True, bound="compute")
+    spec = OpSpec("c", "tool.compute", {}, "h100", service_ms=150.0, emulated=True, bound="compute")
     rep = PoolReplica(PoolSpec("tool.compute:x", "app", "h100", {"c": spec}, slots=8, batch=1,
                                emulated=True))
     req = {"ops": ["c"], "ctx": {"request_id": "r"},

@@ -22,10 +22,6 @@ pytest.importorskip("piper")
 NOISE = ("Task was destroyed but it is pending", "Task exception was never retrieved", "Traceback")
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "issue 16, open: since plans buy whole servers (issue 19) whisper runs on the server's host CPU, emulated "
-    "here, 2 replicas of one slot at about 92% busy; on 2 cores its stand-ins set the pace and admission "
-    "refuses 3-8 of 20 on whisper's queue (12-17 completed, the issue asks 18)"))
 def test_readme_voice_agent_runs_on_a_small_host(root, tmp_path):
     """`hetagent plan configs/workflows/voice_agent.yaml -o plan.json && hetagent run plan.json
     --requests 20`, as the README has it, with --json: the plan's rate (10/s) on this host's cores."""

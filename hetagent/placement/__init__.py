@@ -284,7 +284,8 @@ def pools_of(pb: milp.Problem, out, catalog=None) -> tuple[list[Pool], dict]:
                               o.option.tp, o.option.pp, o.option.precision, kvp, o.load.batch,
                               o.load.max_batch, o.load.replicas, names, load, svc,
                               o.load.tbt_ms if phase == "decode" else None, o.load.memory_gb, status,
-                              [svc * scale[0], svc * scale[1]] if scale else None, **keep))
+                              [svc * scale[0], svc * scale[1]] if scale else None, **keep,
+                              wait_ms=o.load.wait_ms, utilization=o.load.utilization))
     return pools, ids
 
 
@@ -325,7 +326,8 @@ def plan_from(pb: milp.Problem, out, baselines=(), ir="", inputs=None, catalog=N
                 placements.append(Placement(qual(gi, op.name), op.kind, o.device, o.option.tp, o.option.pp,
                                             o.load.batch, o.load.replicas, o.option.precision, ms, c.bound,
                                             pool_id.get((gid, phase)), status,
-                                            [ms * scale[0], ms * scale[1]] if scale else None))
+                                            [ms * scale[0], ms * scale[1]] if scale else None,
+                                            o.load.service_ms[cid]))
             elif op.kind == milp.KV:     # the hand-off: shown on the decode side's device
                 succ = [ev.placed.get((gi, s)) for s in g.successors(op.name)]
                 dev = next((s.device for s in succ if s is not None), "")

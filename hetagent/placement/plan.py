@@ -3,8 +3,9 @@
 Keys (ARCHITECTURE.md, "Interfaces every stage keeps"; docs/architecture.md repeats them): version;
 workflows; fleet {device: count}; pools [{id, model, kind, engine, engine_id, device, tp, pp, precision,
 kv_precision, batch, max_batch, replicas, operators, load_rps, latency_ms, tbt_ms, memory_gb, kv_retention,
-retained_gb, prefill_saved_share, retained_requests}];
-placements [{operator, kind, device, tp, pp, batch, replicas, precision, latency_ms, bound, pool}];
+retained_gb, prefill_saved_share, retained_requests, wait_ms, utilization}];
+placements [{operator, kind, device, tp, pp, batch, replicas, precision, latency_ms, bound, pool,
+calibration_status, latency_interval_ms, service_ms}];
 predicted {end_to_end_ms, per_stage_ms, sla_ms, meets_sla, percentile, p50_ms, p95_ms, p99_ms,
 validated}; tco {per_hour, per_million_tokens, per_request, per_thousand_requests, breakdown {device:
 {capex, power, opex}}}; baselines [{device, feasible, tco {per_hour, per_request}}]; solver {status,
@@ -35,6 +36,8 @@ class Placement:
     pool: str | None = None     # the id of the serving pool that runs it (None: not placed, a KV hand-off)
     calibration_status: str | None = None   # measured | calibrated | datasheet (costmodel/uncertainty.py)
     latency_interval_ms: list | None = None # [low, high]: latency_ms scaled by its status's interval
+    service_ms: float | None = None  # one execution in its slot at the batch, queueing excluded (latency_ms
+                                     # adds the pool's wait): what an emulated operator holds its slot for
 
 
 @dataclass
@@ -65,6 +68,9 @@ class Pool:
     retained_gb: float | None = None   # LLM pools: KV held for requests waiting on tools, per device
     prefill_saved_share: float | None = None   # LLM pools: share of prompt tokens not recomputed
     retained_requests: int | None = None       # LLM pools: requests that reservation holds, per replica
+    wait_ms: float | None = None       # mean wait for a slot per execution at the load (Erlang C): the
+                                       # queueing the plan priced; the runtime's admission tolerates it
+    utilization: float | None = None   # busy share of the replicas at the load
 
 
 @dataclass
@@ -171,11 +177,15 @@ def format_plan(plan: Plan) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     out += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     if plan.pools:
-        out.append("serving pools (batch = requests in flight per replica that the load fills):")
-        rows = [("pool", "engine", "device", "tp", "pp", "replicas", "batch", "slots", "calls/s", "ms", "tbt ms")]
+        out.append("serving pools (batch = requests in flight per replica that the load fills; ms = one "
+                   "execution, wait ms = its mean queueing, busy = the replicas' busy share):")
+        rows = [("pool", "engine", "device", "tp", "pp", "replicas", "batch", "slots", "calls/s", "ms",
+                 "wait ms", "busy", "tbt ms")]
         for q in plan.pools:
             rows.append((q.id, q.engine, q.device, str(q.tp), str(q.pp), str(q.replicas), str(q.batch),
                          str(q.max_batch), f"{q.load_rps:.3g}", f"{q.latency_ms:.1f}",
+                         f"{q.wait_ms:.1f}" if q.wait_ms is not None else "-",
+                         f"{q.utilization:.0%}" if q.utilization is not None else "-",
                          f"{q.tbt_ms:.2f}" if q.tbt_ms is not None else "-"))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         out += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]

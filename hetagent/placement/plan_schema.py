@@ -176,7 +176,7 @@ PLACEMENT = _record(
     operator=Str(), kind=Str(), device=Str(), tp=Int(1, MAX_DEGREE), pp=Int(1, MAX_DEGREE),
     batch=Int(1, MAX_COUNT), replicas=Int(0, MAX_COUNT), precision=Str(), latency_ms=Num(ge=0, le=MAX_MS),
     bound=Str(),
-    pool=Str(optional=True),
+    pool=Str(optional=True), service_ms=MS,
 )
 POOL = _record(
     ("id", "model", "kind", "engine", "engine_id", "device", "tp", "pp", "precision", "kv_precision",
@@ -185,7 +185,7 @@ POOL = _record(
     tp=Int(1, MAX_DEGREE), pp=Int(1, MAX_DEGREE), precision=Str(), kv_precision=Str(optional=True),
     batch=Int(0, MAX_COUNT), max_batch=Int(0, MAX_COUNT), replicas=Int(0, MAX_COUNT),
     operators=ListOf(Str()), load_rps=Num(ge=0, le=1e12), latency_ms=Num(ge=0, le=MAX_MS), tbt_ms=MS,
-    memory_gb=Num(ge=0, le=1e9),
+    memory_gb=Num(ge=0, le=1e9), wait_ms=MS, utilization=Num(ge=0, le=1, optional=True),
 )
 PREDICTED = _record(
     ("end_to_end_ms",),

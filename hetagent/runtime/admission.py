@@ -71,10 +71,10 @@ class Admission:
         self.slots = {u: max(1, int(n)) for u, n in slots.items()}
         self.target, self.tolerance, self.alpha = target, tolerance, alpha
         self.enabled = enabled
-        self.service_ms = {n: max(0.0, op.latency_ms) for n, op in graph.operators.items()}
+        self.service_ms = {n: max(0.0, op.service_ms) for n, op in graph.operators.items()}
         # CPU work per call: a real CPU operator keeps about one core busy for its service time until
         # measured; an emulated one costs what its stand-in measures (nothing known yet)
-        self.cpu_ms = {n: (op.latency_ms if n in cpu_real else 0.0)
+        self.cpu_ms = {n: (op.service_ms if n in cpu_real else 0.0)
                        for n, op in graph.operators.items()}
         self.overhead_ms: dict[str, float] = {}
         self.host_of: dict[str, str] = {u: "local" for u in self.slots}

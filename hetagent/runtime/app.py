@@ -47,7 +47,7 @@ def build_app(args: dict):
     (plan.json path, or its JSON text), `workflow` (index, default 0), `real` (devices that are really
     there; default local-cpu plus HETAGENT_REAL_DEVICES), `admission` (default true)."""
     from hetagent.runtime.ingress import bind_ingress
-    from hetagent.runtime.pools import UnitRoute, bind_pool
+    from hetagent.runtime.pools import bind_pool
     args = dict(args or {})
     if "plan" not in args:
         raise HetagentError("build_app needs args.plan (a plan.json path or its text)")
@@ -60,6 +60,6 @@ def build_app(args: dict):
                 s.tool_url = BUILTIN_TOOL
     d.layout = lay
     cfg = d.ingress_config(admission=bool(args.get("admission", True)))
-    cfg["routes"] = {u: UnitRoute(s.app, s.app, s.slots, list(s.ops)) for u, s in lay.units.items()}
+    cfg["routes"] = lay.routes()
     units = {s.app: bind_pool(s) for s in lay.units.values()}
     return bind_ingress(cfg, units=units)

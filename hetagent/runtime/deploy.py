@@ -129,7 +129,8 @@ class Layout:
     fused: list[list[str]] = field(default_factory=list)
 
     def routes(self) -> dict[str, UnitRoute]:
-        return {u: UnitRoute(s.app, s.app, s.slots, list(s.ops)) for u, s in self.units.items()}
+        return {u: UnitRoute(s.app, s.app, s.slots, list(s.ops), s.replicas)
+                for u, s in self.units.items()}
 
 
 class Deployment:
@@ -220,7 +221,7 @@ class Deployment:
     # -- layout ------------------------------------------------------------------------------------
     def spec_for(self, op) -> OpSpec:
         spec = OpSpec(name=op.name, kind=op.kind, attrs=dict(op.attrs), device=op.device,
-                      latency_ms=op.latency_ms, batch=max(1, op.batch),
+                      service_ms=op.service_ms, batch=max(1, op.batch),
                       emulated=self.is_emulated(op), threads=self.threads,
                       tool_url=self.tool_url, tool_timeout_s=self.tool_timeout_s,
                       endpoint=self._endpoint_for(op), code_limits=self.code_limits, bound=op.bound,
@@ -363,6 +364,10 @@ class Deployment:
         spec = self.layout.units[unit]
         spec.replicas = max(1, int(replicas))
         serve.run(bind_pool(spec), name=spec.app, route_prefix=None)
+        # admission divides a pool's backlog over its replicas' slots: it must know the new count
+        self.ingress.rebind.remote(self.graph, self.layout.routes(), dict(self.layout.unit_of),
+                                   dict(self.layout.chains), self.emulated_for(self.graph)
+                                   ).result(timeout_s=60)
         self.events.append({"t": round(time.time(), 3), "event": "resize", "pool": unit,
                             "replicas": spec.replicas})
 

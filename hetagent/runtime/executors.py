@@ -42,7 +42,7 @@ class OpSpec:
     kind: str
     attrs: dict
     device: str
-    latency_ms: float              # the plan's prediction for one execution
+    service_ms: float              # the plan's time for one execution in its slot (queueing excluded)
     batch: int = 1
     emulated: bool = False
     threads: int = 1

@@ -48,12 +48,17 @@ class RtOperator:
     batch: int = 1
     replicas: int = 1
     precision: str = "fp32"
-    latency_ms: float = 0.0
+    latency_ms: float = 0.0  # the plan's time per execution, the pool's queueing included
     loops: list[tuple[str, int]] = field(default_factory=list)     # (loop key, copy k)
     arms: list[tuple[str, int]] = field(default_factory=list)      # (branch key, arm index)
     node: str = ""          # the workflow node (loop copy stripped)
     bound: str = ""
     pool: str | None = None  # the serving pool (plan.json `pools[].id`); None for a KV hand-off
+    service_ms: float | None = None  # one execution in its slot, queueing excluded (None: latency_ms)
+
+    def __post_init__(self):
+        if self.service_ms is None:
+            self.service_ms = self.latency_ms
 
     @property
     def waits(self) -> bool:
@@ -249,7 +254,8 @@ def from_plan(plan, workflow_index: int = 0) -> RtGraph:
         lg, ag, node = _guards(o.name, loops, arm_of)
         ops[o.name] = RtOperator(o.name, o.kind, dict(o.attrs), o.weight, o.on_sla_path, p.device,
                                  p.tp, p.batch, p.replicas, p.precision, float(p.latency_ms or 0.0),
-                                 lg, ag, node, p.bound, getattr(p, "pool", None))
+                                 lg, ag, node, p.bound, getattr(p, "pool", None),
+                                 float(p.service_ms) if p.service_ms is not None else None)
     preds = {n: [] for n in ops}
     succs = {n: [] for n in ops}
     for a, b in graph.edges:
@@ -290,15 +296,15 @@ def _topo(names: list[str], preds: dict) -> list[str]:
 def planned_capacity(g: RtGraph) -> dict:
     """Requests per second the plan can sustain: per operator pool and per device, the minimum wins.
 
-    An operator pool serves replicas x batch executions per latency; it runs `weight` times per
-    request. A device kind of count n is busy sum(weight x latency / batch) per request over its
-    operators (CPU operators share their device)."""
+    An operator pool serves replicas x batch executions per service time (queueing excluded); it runs
+    `weight` times per request. A device kind of count n is busy sum(weight x service / batch) per
+    request over its operators (CPU operators share their device)."""
     per_op, busy = {}, {}
     for op in g.operators.values():
-        if op.replicas <= 0 or op.latency_ms <= 0 or op.weight <= 0 or op.waits:
+        if op.replicas <= 0 or op.service_ms <= 0 or op.weight <= 0 or op.waits:
             continue
-        per_op[op.name] = op.replicas * max(op.batch, 1) * 1000.0 / (op.latency_ms * op.weight)
-        busy[op.device] = busy.get(op.device, 0.0) + op.weight * op.latency_ms / max(op.batch, 1)
+        per_op[op.name] = op.replicas * max(op.batch, 1) * 1000.0 / (op.service_ms * op.weight)
+        busy[op.device] = busy.get(op.device, 0.0) + op.weight * op.service_ms / max(op.batch, 1)
     per_dev = {d: max(g.fleet.get(d, 1), 1) * 1000.0 / b for d, b in busy.items() if b > 0}
     cands = list(per_op.values()) + list(per_dev.values())
     cap = min(cands) if cands else math.inf

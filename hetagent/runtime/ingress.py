@@ -163,7 +163,7 @@ class IngressCore:
         self.fused = [list(f) for f in cfg.get("fused") or []]
         self._install(cfg["graph"], cfg["routes"], cfg["unit_of"], cfg["chains"], cfg.get("emulated", []))
         self.admission = Admission(self.graph, self.unit_of,
-                                   {u: r.slots for u, r in self.routes.items()},
+                                   {u: r.capacity for u, r in self.routes.items()},
                                    cpu_real=set(cfg.get("cpu_real") or ()), cores=cfg.get("cores") or 1,
                                    enabled=bool(cfg.get("admission", True)))
         self.standin: dict[str, str] = {}     # unit -> "shared" (see warm_up)
@@ -193,7 +193,7 @@ class IngressCore:
         (and every retry) goes to the operator's pool in the new routes."""
         self._install(graph, routes, unit_of, chains, emulated)
         self.admission.graph = graph
-        self.admission.set_routes(unit_of, {u: r.slots for u, r in routes.items()})
+        self.admission.set_routes(unit_of, {u: r.capacity for u, r in routes.items()})
         for u in routes:
             for c in (self.prom.retries, self.prom.failures, self.prom.refusals, self.prom.lost):
                 c.labels(u)
@@ -357,7 +357,7 @@ class IngressCore:
                 self.unit_calls[u] -= 1
             wall = (time.time() - t) * 1000
             extra = max(0.0, wall - sum(m.get("service_ms") or 0 for m in metas)) / max(1, len(metas))
-            if route is not None and busy < route.slots:          # found a free slot: a hop's cost
+            if route is not None and busy < route.capacity:          # found a free slot: a hop's cost
                 self.admission.observe_overhead(u, extra * len(metas))
             for op, m in zip(members, metas):
                 rec.stages[op] = (m.get("service_ms") or 0) + extra

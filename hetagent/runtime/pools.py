@@ -12,10 +12,11 @@ order, each on the previous one's output; the answer is `(metas, payload)`, one 
 Real operators run on one worker thread per replica (a model context is not thread-safe; I/O-bound
 pools use 16), cheap ones (no model, no I/O) on the replica's event loop.
 
-Emulated operators (a device that is not here) hold their call for the plan's predicted time: the
+Emulated operators (a device that is not here) hold their slot for the plan's service time (its
+queueing excluded: the queue forms here, in front of the slots, as it would on the device): the
 stand-in computes the output on this host, and the answer is released at the later of the stand-in's
-finish and `latency_ms` after the call started. A compute-bound emulated operator with more calls in
-the replica than the pool's planned batch is stretched in proportion (`latency_ms x in_flight / batch`:
+finish and `service_ms` after the call started. A compute-bound emulated operator with more calls in
+the replica than the pool's planned batch is stretched in proportion (`service_ms x in_flight / batch`:
 time linear in the batch); memory- and network-bound ones are not. The meta says which set the pace
 (`standin_set_pace`).
 
@@ -67,7 +68,7 @@ class PoolSpec:
     def signature(self) -> tuple:
         """What forces new replicas when it changes (the replica count does not)."""
         return (self.device, self.slots, self.batch, self.emulated, self.engine,
-                tuple(sorted((n, s.kind, s.device, round(s.latency_ms, 3), s.batch,
+                tuple(sorted((n, s.kind, s.device, round(s.service_ms, 3), s.batch,
                               s.endpoint is not None) for n, s in self.ops.items())))
 
 
@@ -224,10 +225,10 @@ class PoolReplica:
             if "kv_restore_ms" in meta:
                 meta["standin_kv_restore_ms"] = meta.pop("kv_restore_ms")
             stretch = max(1.0, self.inflight / max(1, self.spec.batch)) if spec.bound == "compute" else 1.0
-            hold = spec.latency_ms / 1000 * stretch
+            hold = spec.service_ms / 1000 * stretch
             if ready < hold:
                 await asyncio.sleep(hold - ready)
-            meta.update(predicted_ms=spec.latency_ms * stretch, shared=hit,
+            meta.update(predicted_ms=spec.service_ms * stretch, shared=hit,
                         standin_set_pace=ready - hold > max(PACE_TOLERANCE_S, 0.1 * hold))
         meta["service_ms"] = (time.perf_counter() - t0) * 1000
         return meta
@@ -319,8 +320,14 @@ def bind_pool(spec: PoolSpec, *, health_check_period_s: float = 2.0):
 
 @dataclass
 class UnitRoute:
-    """How the ingress reaches a unit: Serve application and deployment name."""
+    """How the ingress reaches a unit: Serve application and deployment name, and how many calls
+    the unit serves at once (`slots` per replica x `replicas`)."""
     app: str
     deployment: str
     slots: int
     ops: list[str] = field(default_factory=list)
+    replicas: int = 1
+
+    @property
+    def capacity(self) -> int:
+        return max(1, self.slots) * max(1, self.replicas)

@@ -163,7 +163,7 @@ class Replanner:
         g = self.rt.graph
         worst, ratio = None, 1 + self.drift
         for op, ms in rec["stages"].items():
-            pred = g.operators[op].latency_ms if op in g.operators else 0
+            pred = g.operators[op].service_ms if op in g.operators else 0
             if pred > 1 and ms / pred > ratio:
                 worst, ratio = op, ms / pred
         if worst is None:
