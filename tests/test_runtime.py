@@ -187,6 +187,41 @@ def test_admission_follows_measured_service_and_backlog(light_plan):
     assert adm.decide(active, deadline_ms=0.001, sla_ms=5000).admit
 
 
+def test_admission_waits_over_every_slot_and_only_for_what_is_ahead(light_plan):
+    """A pool's backlog is spread over all its replicas' slots, and drains while a new request travels
+    to it: ten requests' calls at the end of the path are no wait for one whose own path to there is
+    longer than that backlog (the README run refused on the voice agent's last pool for that)."""
+    from hetagent.runtime.admission import Admission
+    from hetagent.runtime.graph import from_plan
+    from hetagent.runtime.pools import UnitRoute
+    assert UnitRoute("a", "a", slots=1, replicas=2).capacity == 2
+    g = from_plan(light_plan.to_json())
+    ops = [n for n in g.order if g.operators[n].kind != "llm.kv_transfer"]
+    unit_of = {n: "u-" + n for n in ops}
+    active = g.active({"iterations": {"loop": 1}, "arms": {}})
+    first = next(n for n in g.order if n in active and n in unit_of and not g.preds[n])
+    last = "glue"
+    for unit_slots in (1, 2):
+        adm = Admission(g, unit_of, {u: unit_slots for u in unit_of.values()}, cpu_real=set(), cores=2)
+        adm.service_ms.update({n: 100.0 for n in ops})
+        for i in range(10):
+            adm.admit(f"r{i}", active)
+        est = adm.estimate(active)
+        assert est.bottleneck == "u-" + first and est.wait_ms == pytest.approx(1000.0 / unit_slots)
+    # the first pool is idle; the last one has 10 calls of 100 ms ahead, 1 s of work, and the request
+    # reaches it after its own path there (100 ms per operator before it)
+    adm = Admission(g, unit_of, {u: 1 for u in unit_of.values()}, cpu_real=set(), cores=2)
+    adm.service_ms.update({n: 100.0 for n in ops})
+    for i in range(10):
+        adm.admit(f"r{i}", {last})
+    before = sum(1 for n in g.order if n in active and n in unit_of and n != last)
+    est = adm.estimate(active)
+    assert est.bottleneck == "u-" + last
+    assert est.wait_ms == pytest.approx(1000.0 - 100.0 * before)
+    adm.service_ms[first] = 2000.0                # now it reaches the last pool after the backlog drained
+    assert adm.estimate(active).wait_ms == 0.0
+
+
 # ---- the ingress and pool replicas, driven without Ray -------------------------------------------------
 
 class _Local:

@@ -21,8 +21,10 @@ weights 0.3 up, 0.1 down, within 0.5-4), and multiplies every estimate.
 For a request x: its own path L0 is the longest path through its active operators at the measured
 service times plus each call's overhead; the wait W is the longest backlog among the resources it
 uses: a pool's remaining calls times (service + overhead: a slot turns over when the answer is back
-and the next call dispatched) over its slots (replicas x concurrent calls per replica), a host's
-remaining CPU work over its cores.
+and the next call dispatched) over its slots (replicas x concurrent calls per replica), less the time
+x takes to reach the pool on its own path (the pool drains while x travels to it: the text-to-speech
+pool at the end of a voice agent's path is not a wait for a request that has not been transcribed),
+and a host's remaining CPU work over its cores.
 Its estimated finish is L0 + W.
 
 A request with an explicit deadline (`deadline_ms`) is refused when L0 + W exceeds it (a deadline of 1 ms
@@ -141,16 +143,20 @@ class Admission:
                     self.cores[node] = max(1, int(cores))
 
     # -- the estimate ------------------------------------------------------------------------------
-    def _path_ms(self, active: set[str]) -> float:
+    def _path_ms(self, active: set[str]) -> tuple[float, dict[str, float]]:
+        """The request's own path, and when it first reaches each pool it calls."""
         g = self.graph
         finish: dict[str, float] = {}
+        reach: dict[str, float] = {}
         for n in g.order:
             start = max((finish[p] for p in g.preds[n]), default=0.0)
             own = 0.0
             if n in active and n in self.unit_of:
-                own = self.service_ms.get(n, 0.0) + self.overhead_ms.get(self.unit_of[n], 0.0)
+                u = self.unit_of[n]
+                own = self.service_ms.get(n, 0.0) + self.overhead_ms.get(u, 0.0)
+                reach[u] = min(reach.get(u, start), start)
             finish[n] = start + own
-        return max(finish.values(), default=0.0)
+        return max(finish.values(), default=0.0), reach
 
     def backlog(self) -> dict[str, float]:
         """ms of work ahead per pool (over its slots) and per host (over its cores)."""
@@ -174,15 +180,18 @@ class Admission:
             return out
 
     def estimate(self, active: set[str]) -> Estimate:
-        used = {self.unit_of[n] for n in active if n in self.unit_of}
-        hosts = {f"host:{self.host_of.get(u, 'local')}" for u in used}
+        with self.lock:
+            path, reach = self._path_ms(active)
+            corr = self.correction
+        hosts = {f"host:{self.host_of.get(u, 'local')}" for u in reach}
         wait, worst = 0.0, None
         for name, ms in self.backlog().items():
-            if (name in used or name in hosts) and ms > wait:
+            if name in reach:
+                ms -= reach[name]
+            elif name not in hosts:
+                continue
+            if ms > wait:
                 wait, worst = ms, name
-        with self.lock:
-            path = self._path_ms(active)
-            corr = self.correction
         return Estimate(path, wait, worst, corr)
 
     def decide(self, active: set[str], *, deadline_ms: float | None, sla_ms: float | None) -> Decision:
