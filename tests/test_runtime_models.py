@@ -70,7 +70,8 @@ def test_voice_agent_cpu_all_real_on_llama_cpp_engines(cpu):
     assert len(out["audio"]) > out["sample_rate"] * 0.3                      # speech came out
     s = drive(cpu, requests=1, concurrency=1)
     assert s["completed"] == 2 and s["lost"] == 0 and s["emulated"] == [], s["errors"]
-    assert s["kv_transfer"]["count"] >= 4 and s["kv_transfer"]["mode"] == ["recompute"]
+    assert s["kv_transfer"]["count"] >= 4 and s["kv_transfer"]["mode"] == ["transfer"]
+    assert s["kv_transfer"]["bytes"] > 0
     for stage in ("transcribe.encode", "retrieve.search", "answer.prefill", "answer.kv_transfer",
                   "answer.decode", "agent.it1.web_search.lookup", "speak.synthesize"):
         assert s["per_stage_ms"][stage]["p50"] > 0
@@ -130,3 +131,33 @@ def test_engine_process_answers_and_leaves_with_its_parent(tmp_path):
     else:
         os.kill(engine_pid, signal.SIGKILL)
         pytest.fail("the engine outlived its parent")
+
+
+def test_engines_hand_the_prompts_kv_from_prefill_to_decode():
+    """A prefill engine exports the prompt's KV (llama.cpp's sequence state); a decode engine imports it
+    and evaluates only what it does not cover: the same greedy answer as an engine that recomputes the
+    prompt, for a fraction of its CPU time. A KV it cannot read is refused (HTTP 400), not guessed at."""
+    from hetagent.backends.llm_server import LlamaServer
+    from hetagent.backends.openai_endpoint import EndpointError
+    prompt = ("Notes:\n" + "- hetagent places agent workflows on heterogeneous hardware. " * 20 +
+              "\nQuestion: what does hetagent do?\nAnswer:")
+    pre, dec, ref = (LlamaServer(threads=1).start() for _ in range(3))
+    try:
+        first, usage, _, kv = pre.prefill(prompt)
+        assert first and usage["prompt_tokens"] == len(kv["tokens"]) > 200
+        assert len(kv["data"]) > 1_000_000 and kv["export_ms"] >= 0
+        cpu = dec.cpu_seconds()
+        text, usage, _, restore_ms = dec.decode(prompt + first, 6, kv)
+        handed = dec.cpu_seconds() - cpu
+        cpu = ref.cpu_seconds()
+        ref.complete(prompt + first, 1)                       # the recompute the hand-off replaces
+        same, _, _ = ref.complete(prompt + first, 6)
+        recomputed = ref.cpu_seconds() - cpu
+        assert restore_ms > 0 and usage["completion_tokens"] >= 1
+        assert text.split()[:2] == same.split()[:2], (text, same)
+        assert handed < 0.6 * recomputed, (handed, recomputed)
+        with pytest.raises(EndpointError, match="400"):
+            dec.decode(prompt, 4, {"tokens": kv["tokens"], "data": "not base64!"})
+    finally:
+        for e in (pre, dec, ref):
+            e.stop()

@@ -32,7 +32,12 @@ class OpenAIEndpoint:
             self.base_url = self.base_url[:-3]
         self.model, self.api_key, self.timeout_s = model, api_key, timeout_s
 
-    def _post(self, path: str, doc: dict, timeout_s: float) -> dict:
+    def post(self, path: str, doc: dict, timeout_s: float | None = None, limit: int = 16 << 20) -> dict:
+        """POST `doc` as JSON to `path`; the answer's JSON (at most `limit` bytes read)."""
+        timeout_s = self.timeout_s if timeout_s is None else min(timeout_s, self.timeout_s)
+        return self._post(path, doc, timeout_s, limit)
+
+    def _post(self, path: str, doc: dict, timeout_s: float, limit: int = 16 << 20) -> dict:
         if timeout_s <= 0:
             raise EndpointTimeout("no time left before the request's deadline for the LLM call")
         headers = {"Content-Type": "application/json"}
@@ -41,7 +46,7 @@ class OpenAIEndpoint:
         req = urllib.request.Request(self.base_url + path, json.dumps(doc).encode(), headers)
         try:
             with urllib.request.urlopen(req, timeout=timeout_s) as r:
-                return json.loads(r.read(16 << 20))
+                return json.loads(r.read(limit))
         except (socket.timeout, TimeoutError):
             raise EndpointTimeout(f"{self.base_url} did not answer within {timeout_s:.3g} s") \
                 from None

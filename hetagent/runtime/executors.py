@@ -9,10 +9,12 @@ chose), `phonemes`, `audio_out`/`out_rate` (speech out).
 Real executors wrap hetagent.backends: whisper-tiny, MiniLM, FAISS, Piper, the loopback search tool,
 sandboxed code, and for every LLM operator an engine process per replica, llama.cpp's
 OpenAI-compatible server (hetagent.backends.llm_server), as a GPU deployment runs a vLLM server per
-replica. Prefill asks the engine for the first token (its time is the time to first token); decode
-continues on the decode pool's own engine, which rebuilds the prompt's KV cache first (the server has no
-way to import one: the hand-off is a recompute, timed as the `llm.kv_transfer` stage) and then
-generates. LLM operators may instead be bound to an existing OpenAI-compatible endpoint.
+replica. Prefill asks the engine for the first token (its time is the time to first token) and the
+prompt's KV cache; decode continues on the decode pool's own engine from that KV (llama.cpp's sequence
+state, imported by the engine: the hand-off, timed as the `llm.kv_transfer` stage, export plus import)
+and generates. Where no KV came along (an emulated or remote prefill) or the engine refuses it, decode
+rebuilds the KV by recomputing the prompt, timed the same way with mode `recompute`. LLM operators may
+instead be bound to an existing OpenAI-compatible endpoint.
 
 An operator placed on a device that is absent here is *emulated* by hetagent.runtime.pools: the small
 real model of its kind (the stand-in) computes the output here, and the pool holds the call for the
@@ -123,6 +125,12 @@ def merge(inputs: list[dict]) -> dict:
             else:
                 out[k] = v
     return out
+
+
+def _kv_bytes(kv: dict) -> int:
+    """Bytes of a KV hand-off's state (base64 in the payload)."""
+    data = kv.get("data") or ""
+    return len(data) * 3 // 4 - data[-2:].count("=")
 
 
 def _remaining(ctx: dict) -> float:
@@ -308,29 +316,52 @@ class Executor:
         return tokenizer().detokenize(toks).decode("utf-8", errors="replace"), len(toks)
 
     def _llm_prefill(self, ctx, p, info):
-        """The engine reads the prompt and picks the first token: the time to first token."""
+        """The engine reads the prompt and picks the first token (the time to first token); a real
+        prefill also exports the prompt's KV for the decode pool (a stand-in's decode recomputes: an
+        emulated hand-off is held at the ingress, and its outputs may be shared)."""
         prompt, n = self._cut_prompt(self._prompt(p))
-        first, usage, s = self.models.get("engine").complete(prompt, 1, timeout_s=_remaining(ctx))
+        eng = self.models.get("engine")
+        out = {**p, "prompt": prompt}
+        if self.spec.emulated:
+            first, usage, _ = eng.complete(prompt, 1, timeout_s=_remaining(ctx))
+        else:
+            first, usage, _, kv = eng.prefill(prompt, timeout_s=_remaining(ctx))
+            out["kv"] = kv
+            info.update(kv_export_ms=float(kv.get("export_ms", 0.0)), kv_bytes=_kv_bytes(kv))
         info.update(prompt_tokens=usage.get("prompt_tokens", n))
-        return {**p, "prompt": prompt, "first": first}
+        out["first"] = first
+        return out
 
     def _llm_decode(self, ctx, p, info):
-        """Continues from prefill's first token on this pool's engine: the prompt's KV cache is
-        rebuilt first (the hand-off, timed as kv_restore_ms), then the rest is generated; the
-        engine reuses the cache it just built for the second call."""
+        """Continues from prefill's first token on this pool's engine, from the KV prefill handed over
+        (the engine imports it: kv_restore_ms) or, without one, after rebuilding it by recomputing
+        the prompt (kv_restore_ms is that recompute; the engine reuses the cache for the second call)."""
+        from hetagent.backends.openai_endpoint import EndpointError
+        from hetagent.backends.llm_server import EngineUnavailable
         eng = self.models.get("engine")
         _, n = self._llm_budget()
         prompt = p.get("prompt") or self._cut_prompt(self._prompt(p))[0]
         first = p.get("first", "")
         context = prompt + first
-        _, _, rebuild_s = eng.complete(context, 1, timeout_s=_remaining(ctx))
-        text, usage = "", {}
-        if n > 1:
-            text, usage, _ = eng.complete(context, n - 1, timeout_s=_remaining(ctx))
-        info.update(output_tokens=1 + int(usage.get("completion_tokens", 0)),
-                    kv_restore_ms=rebuild_s * 1000, kv_bytes=len(context.encode("utf-8")),
-                    kv_mode="recompute")
-        out = {k: v for k, v in p.items() if k not in ("prompt", "first")}
+        kv = p.get("kv")
+        text, usage, mode = "", {}, "recompute"
+        if kv is not None and n > 1:
+            try:
+                text, usage, _, restore_ms = eng.decode(context, n - 1, kv, timeout_s=_remaining(ctx))
+                mode = "transfer"
+                info.update(kv_restore_ms=restore_ms, kv_bytes=_kv_bytes(kv), kv_mode=mode)
+            except EngineUnavailable:
+                raise
+            except EndpointError as e:         # the engine refused this KV: rebuild it instead
+                info["kv_refused"] = str(e)
+        if mode == "recompute":
+            _, _, rebuild_s = eng.complete(context, 1, timeout_s=_remaining(ctx))
+            if n > 1:
+                text, usage, _ = eng.complete(context, n - 1, timeout_s=_remaining(ctx))
+            info.update(kv_restore_ms=rebuild_s * 1000, kv_bytes=len(context.encode("utf-8")),
+                        kv_mode=mode)
+        info.update(output_tokens=1 + int(usage.get("completion_tokens", 0)))
+        out = {k: v for k, v in p.items() if k not in ("prompt", "first", "kv")}
         out["text"] = (first + text).strip() or "(no answer)"
         return out
 

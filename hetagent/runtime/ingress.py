@@ -302,15 +302,19 @@ class IngressCore:
                     tg.create_task(run(n))
         except BaseExceptionGroup as eg:                  # the first operator's error, as itself
             raise eg.exceptions[0] from None
-        for n in g.order:          # a real KV hand-off's stage: the decode engine's rebuild
+        for n in g.order:          # a real KV hand-off's stage: export on prefill, import (or rebuild) on decode
             op = g.operators[n]
             if op.kind == "llm.kv_transfer" and n in active:
                 dec = next((s for s in g.succs[n] if g.operators[s].kind == "llm.decode"), None)
+                pre = next((s for s in g.preds[n] if g.operators[s].kind == "llm.prefill"), None)
                 m = rec.ops.get(dec) or {}
                 if "kv_restore_ms" in m:
-                    rec.stages[n] = m["kv_restore_ms"]
+                    ms = m["kv_restore_ms"]
+                    if m.get("kv_mode") == "transfer":
+                        ms += (rec.ops.get(pre) or {}).get("kv_export_ms", 0.0)
+                    rec.stages[n] = ms
                     rec.kv.append({"operator": n, "bytes": m.get("kv_bytes", 0),
-                                   "ms": m["kv_restore_ms"], "mode": m.get("kv_mode")})
+                                   "ms": ms, "mode": m.get("kv_mode")})
 
         return merge([x for n in g.sinks for x in outs[n]])
 
@@ -364,7 +368,8 @@ class IngressCore:
                 rec.service[op] = m.get("service_ms")
                 rec.ops[op] = {k: m[k] for k in ("emulated", "own_ms", "cpu_ms", "predicted_ms",
                                                   "standin_set_pace", "shared", "compiled",
-                                                  "kv_restore_ms", "kv_bytes", "kv_mode", "pid")
+                                                  "kv_restore_ms", "kv_export_ms", "kv_bytes", "kv_mode",
+                                                  "pid")
                                if k in m}
                 self.admission.done(ctx["request_id"], op)
                 if not ctx.get("warmup"):        # first calls are cold: not what a pool serves at
