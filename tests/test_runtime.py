@@ -142,6 +142,11 @@ def test_metrics_counts_every_request_and_says_what_set_the_pace():
                     "service": {"a": 70.0}, "ops": {"a": {"emulated": False}}})
     d = m2.summary({"per_stage_ms": {"a": 10.0}}, [])["diagnosis"]
     assert d["prediction_missed"] == ["a"] and "prediction missed at a" in d["verdict"]
+    # the replica's own time is held to the plan's service time, not to its latency with queueing
+    d = m2.summary({"per_stage_ms": {"a": 75.0}}, [], predicted_service={"a": 75.0})["diagnosis"]
+    assert d["prediction_missed"] == []
+    d = m2.summary({"per_stage_ms": {"a": 75.0}}, [], predicted_service={"a": 40.0})["diagnosis"]
+    assert d["prediction_missed"] == ["a"]
 
 
 # ---- admission ----------------------------------------------------------------------------------------

@@ -127,7 +127,8 @@ class Runner:
 
     def report(self, wall_s: float | None = None) -> dict:
         g = self.d.graph
-        s = self.metrics.summary(g.predicted, self.d.emulated_ops(), wall_s)
+        s = self.metrics.summary(g.predicted, self.d.emulated_ops(), wall_s,
+                                 {n: op.service_ms for n, op in g.operators.items()})
         from hetagent.runtime.graph import planned_capacity
         cap = planned_capacity(g)["rps"]
         s["capacity_rps"] = round(cap, 4) if cap != float("inf") else None

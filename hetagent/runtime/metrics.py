@@ -86,7 +86,9 @@ class RunMetrics:
                 "stages": {op: float(np.median(v)) for op, v in _stage_lists(done).items()}}
 
     def summary(self, predicted: dict | None = None, emulated: list[str] | None = None,
-                wall_s: float | None = None) -> dict:
+                wall_s: float | None = None, predicted_service: dict | None = None) -> dict:
+        """The run report. `predicted`: plan.json's `predicted` (per-stage latency, queueing
+        included); `predicted_service`: operator -> the plan's service time (queueing excluded)."""
         with self.lock:
             rs = list(self.records.values())
             standin = {k: dict(v) for k, v in self.standin.items()}
@@ -98,6 +100,7 @@ class RunMetrics:
             wall_s = (max(ends) - min(r.sent for r in rs)) if done else 0.0
         per_stage = {}
         pred = (predicted or {}).get("per_stage_ms", {})
+        svc_pred = predicted_service or {}
         service: dict[str, list] = {}
         for r in done:
             for op, ms in r.service.items():
@@ -106,7 +109,8 @@ class RunMetrics:
         for op, v in sorted(_stage_lists(done).items()):
             per_stage[op] = {**percentiles(v), "n": len(v),
                              "service_p50": percentiles(service.get(op, []), (50,))["p50"],
-                             "predicted_ms": round(pred[op], 3) if op in pred else None}
+                             "predicted_ms": round(pred[op], 3) if op in pred else None,
+                             "predicted_service_ms": round(svc_pred[op], 3) if op in svc_pred else None}
         kv = [k for r in done for k in r.kv]
         out = {
             "requests": len(rs),
@@ -148,8 +152,8 @@ def host_bound(standin: dict) -> list[str]:
 def diagnose(s: dict) -> dict:
     """Which explains what was measured: the plan's prediction, or this host."""
     hb = set(s.get("host_bound") or [])
-    def over(v):      # the replica's own time (no hop, no queue) over the prediction
-        got, pred = v.get("service_p50"), v.get("predicted_ms")
+    def over(v):      # the replica's own time (no hop, no queue) over the plan's service time
+        got, pred = v.get("service_p50"), v.get("predicted_service_ms") or v.get("predicted_ms")
         return bool(pred) and got is not None and got > pred * (1 + MISSED_BY) and got - pred > 5
     missed = sorted(op for op, v in s.get("per_stage_ms", {}).items() if op not in hb and over(v))
     p95, sla = (s.get("latency_ms") or {}).get("p95"), s.get("sla_ms")
