@@ -69,7 +69,7 @@ class Pool:
     prefill_saved_share: float | None = None   # LLM pools: share of prompt tokens not recomputed
     retained_requests: int | None = None       # LLM pools: requests that reservation holds, per replica
     wait_ms: float | None = None       # mean wait for a slot per execution at the load (Erlang C): the
-                                       # queueing the plan priced; the runtime's admission tolerates it
+                                       # queueing the plan priced (its placements' latency_ms include it)
     utilization: float | None = None   # busy share of the replicas at the load
 
 
