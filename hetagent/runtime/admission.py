@@ -16,7 +16,11 @@ The ingress asks, for each new request, when it would finish if admitted now, an
 What this model leaves out (other processes on the host, a slot's dispatch jitter) is measured too:
 `correction` is the ratio of completed requests' latency to the estimate they were admitted with,
 learnt fast when requests run slower than estimated and forgotten slowly (exponential means with
-weights 0.3 up, 0.1 down, within 0.5-4), and multiplies every estimate.
+weights 0.3 up, 0.1 down, within 0.5-4), and multiplies every estimate. How widely requests scatter
+around their corrected estimate is measured too: `spread` is the 95th percentile of the last 50
+completed requests' ratios over their median (1 until 8 have completed). On a host where work
+contends for the cores, one request runs 30 % over its estimate while the next runs on time, and a
+limit that holds the mean would let the tail past the SLA.
 
 For a request x: its own path L0 is the longest path through its active operators at the measured
 service times plus each call's overhead; the wait W is the longest backlog among the resources it
@@ -28,15 +32,18 @@ and a host's remaining CPU work over its cores.
 Its estimated finish is L0 + W.
 
 A request with an explicit deadline (`deadline_ms`) is refused when L0 + W exceeds it (a deadline of 1 ms
-is refused at once). A request without one is held to the SLA: refused when L0 + W exceeds `target` x
-SLA, unless the wait is within `tolerance` x SLA (a request whose own path is longer than the SLA is
-not refused on an idle system: the SLA is a percentile, and refusing it would help no one).
+is refused at once). A request without one is held to the SLA: refused when L0 + W exceeds
+min(`target`, 1 / spread) x SLA, unless the wait is within `tolerance` x SLA (a request whose own path
+is longer than the SLA is not refused on an idle system: the SLA is a percentile, and refusing it would
+help no one).
 """
 from __future__ import annotations
 
 import threading
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
+
+import numpy as np
 
 
 @dataclass
@@ -60,6 +67,7 @@ class Decision:
 
 CORRECTION_UP, CORRECTION_DOWN = 0.3, 0.1
 CORRECTION_RANGE = (0.5, 4.0)
+SPREAD_WINDOW, SPREAD_MIN, SPREAD_PERCENTILE = 50, 8, 95
 
 
 class Admission:
@@ -83,6 +91,7 @@ class Admission:
         self.cores: dict[str, int] = {"local": max(1, int(cores))}
         self.pending: dict[str, Counter] = {}
         self.correction = 1.0
+        self.ratios: deque = deque(maxlen=SPREAD_WINDOW)    # latency / estimate of completed requests
         self.lock = threading.Lock()
 
     # -- bookkeeping -----------------------------------------------------------------------------
@@ -119,6 +128,15 @@ class Admission:
         with self.lock:
             a = CORRECTION_UP if r > self.correction else CORRECTION_DOWN
             self.correction = (1 - a) * self.correction + a * r
+            self.ratios.append(r)
+
+    def spread(self) -> float:
+        """How far the slow requests run over the typical one, relative to their estimates (>= 1)."""
+        with self.lock:
+            if len(self.ratios) < SPREAD_MIN:
+                return 1.0
+            r = np.asarray(self.ratios)
+        return max(1.0, float(np.percentile(r, SPREAD_PERCENTILE) / np.median(r)))
 
     def observe_overhead(self, unit: str, ms: float) -> None:
         """A call's time at the ingress beyond its operators' service, on a call that did not queue."""
@@ -209,11 +227,14 @@ class Admission:
             return Decision(True, est)
         if not sla_ms:
             return Decision(True, est)
-        limit = max(self.target * sla_ms, est.latency_ms * est.correction + self.tolerance * sla_ms)
+        target = min(self.target, 1.0 / self.spread())
+        limit = max(target * sla_ms, est.latency_ms * est.correction + self.tolerance * sla_ms)
         if est.finish_ms > limit:
+            held = f" (held to {target:.2f} x: recent requests scatter that far)" \
+                if target < self.target else ""
             return Decision(False, est, f"over capacity: estimated {est.finish_ms:.0f} ms "
                             f"({est.latency_ms:.0f} ms of service + {est.wait_ms:.0f} ms of "
-                            f"waiting{where}) against the SLA of {sla_ms:.0f} ms")
+                            f"waiting{where}) against the SLA of {sla_ms:.0f} ms{held}")
         return Decision(True, est)
 
     def snapshot(self) -> dict:
@@ -223,4 +244,4 @@ class Admission:
             cpu = dict(self.cpu_ms)
             inflight = len(self.pending)
         return {"service_ms": svc, "cpu_ms": cpu, "backlog_ms": self.backlog(), "admitted": inflight,
-                "correction": self.correction}
+                "correction": self.correction, "spread": self.spread()}
