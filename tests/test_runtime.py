@@ -376,7 +376,7 @@ def test_warm_up_shares_standins_the_host_cannot_carry(light_plan):
     p = light_plan.to_json()
     for pl in p["placements"]:
         if pl["operator"] == "glue":            # code on an absent device: the stand-in is a real sandbox
-            pl["device"], pl["latency_ms"] = "h100", 5.0
+            pl["device"], pl["latency_ms"], pl["service_ms"] = "h100", 5.0, 5.0
     p["fleet"]["h100"] = 1
     for q in p["pools"]:
         if "glue" in q["operators"]:

@@ -48,11 +48,12 @@ def _plan(tmp_path_factory, text, name):
 
 
 def _emulate(plan, op, device, latency_ms):
-    """The plan with one operator (and its pool) on an absent device, held to latency_ms."""
+    """The plan with one operator (and its pool) on an absent device, held to latency_ms (its service
+    time: no planned queueing)."""
     p = json.loads(json.dumps(plan))
     for pl in p["placements"]:
         if pl["operator"] == op:
-            pl["device"], pl["latency_ms"] = device, latency_ms
+            pl["device"], pl["latency_ms"], pl["service_ms"] = device, latency_ms, latency_ms
     for q in p["pools"]:
         if op in q["operators"]:
             q["device"] = device
