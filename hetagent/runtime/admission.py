@@ -92,6 +92,7 @@ class Admission:
         self.pending: dict[str, Counter] = {}
         self.correction = 1.0
         self.ratios: deque = deque(maxlen=SPREAD_WINDOW)    # latency / estimate of completed requests
+        self._spread = 1.0                                   # of `ratios`, from SPREAD_MIN of them on
         self.lock = threading.Lock()
 
     # -- bookkeeping -----------------------------------------------------------------------------
@@ -129,14 +130,13 @@ class Admission:
             a = CORRECTION_UP if r > self.correction else CORRECTION_DOWN
             self.correction = (1 - a) * self.correction + a * r
             self.ratios.append(r)
+            if len(self.ratios) >= SPREAD_MIN:     # once per completion, not per admission decision
+                x = np.asarray(self.ratios)
+                self._spread = max(1.0, float(np.percentile(x, SPREAD_PERCENTILE) / np.median(x)))
 
     def spread(self) -> float:
         """How far the slow requests run over the typical one, relative to their estimates (>= 1)."""
-        with self.lock:
-            if len(self.ratios) < SPREAD_MIN:
-                return 1.0
-            r = np.asarray(self.ratios)
-        return max(1.0, float(np.percentile(r, SPREAD_PERCENTILE) / np.median(r)))
+        return self._spread
 
     def observe_overhead(self, unit: str, ms: float) -> None:
         """A call's time at the ingress beyond its operators' service, on a call that did not queue."""
